@@ -1,0 +1,158 @@
+"""The `medgen` command. Each subcommand lives in a small function that imports what it needs when it
+runs, so `medgen --help` answers at once. A new subcommand is one `_add_<name>` function plus an entry
+in `SUBCOMMANDS`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from medgen import __version__
+from medgen.errors import MedgenError
+
+
+def _add_list(sub):
+    p = sub.add_parser("list", help="list pipelines, networks and phantom datasets")
+    p.set_defaults(func=_cmd_list)
+
+
+def _cmd_list(args) -> int:
+    from medgen.registry import NETWORKS, PIPELINES
+
+    print("pipelines:")
+    for name in PIPELINES.names():
+        print(f"  {name:18s} {PIPELINES.get(name).description}")
+    print("networks:")
+    print("  " + ", ".join(NETWORKS.names()))
+    from medgen.data.phantoms import PHANTOM_KINDS
+
+    print("phantom datasets (medgen demo / data.dataset empty):")
+    for name, text in PHANTOM_KINDS.items():
+        print(f"  {name:18s} {text}")
+    return 0
+
+
+def _add_check_data(sub):
+    p = sub.add_parser("check-data", help="check a dataset folder (dataset.json) and print a per-file report")
+    p.add_argument("dataset", help="folder holding dataset.json, or the json file")
+    p.add_argument("--keys", nargs="*", default=None, help="only these keys (default: all)")
+    p.set_defaults(func=_cmd_check_data)
+
+
+def _cmd_check_data(args) -> int:
+    from medgen.data.check import main as check_main
+
+    return check_main(args.dataset, keys=args.keys)
+
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="write the phantom datasets, check them, and run each pipeline's quick demo")
+    p.add_argument("--out", default="demo_data", help="where the phantom datasets go (default: demo_data)")
+    p.add_argument("--runs", default="runs/demo", help="where the demo runs go (default: runs/demo)")
+    p.add_argument("--only", nargs="*", default=None, help="only these pipelines' demos")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from medgen.demo import run_demo
+
+    return run_demo(args.out, args.runs, only=args.only, seed=args.seed)
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a pipeline: medgen train <pipeline> -c config.yaml [a.b=value ...]")
+    p.add_argument("pipeline", help="pipeline name (see `medgen list`)")
+    p.add_argument("overrides", nargs="*", help="config overrides such as train.iterations=200")
+    p.add_argument("-c", "--config", default=None, help="YAML config (default: the pipeline's defaults)")
+    p.add_argument("--resume", action="store_true", help="continue the run in output.root/<pipeline>/output.name")
+    p.add_argument("--overwrite", action="store_true", help="reuse an existing run directory")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from medgen.engine.api import train
+
+    summary = train(args.pipeline, args.config, args.overrides, resume=args.resume, overwrite=args.overwrite)
+    if summary:
+        print(f"run: {summary['run_dir']}")
+        if summary.get("best_metric") is not None:
+            print(f"best val_{summary['key_metric']} = {summary['best_metric']:.4g} at step {summary['best_step']}")
+    return 0
+
+
+def _add_infer(sub):
+    p = sub.add_parser("infer", help="predict whole cases with a trained run: medgen infer <run|checkpoint> <dataset>")
+    p.add_argument("run", help="a run directory or a checkpoint file")
+    p.add_argument("dataset", nargs="?", default=None, help="dataset folder (default: the run's dataset)")
+    p.add_argument("--split", default="test", help="training | validation | test | all (default: test)")
+    p.add_argument("--out", default=None, help="output folder (default: <run>/predictions)")
+    p.add_argument("--checkpoint", default="best", help="best | last (when given a run directory)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing prediction files")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_infer)
+
+
+def _cmd_infer(args) -> int:
+    from medgen.engine.api import infer
+
+    result = infer(args.run, args.dataset, split=args.split, out=args.out, checkpoint=args.checkpoint,
+                   overwrite=args.overwrite, device=args.device)
+    print(f"wrote {result['written']} case(s) to {result['out']}; skipped {result['skipped']}, failed {result['failed']}")
+    return 1 if result["failed"] else 0
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="metrics of predictions against references: per_case.csv, summary.json, report.md")
+    p.add_argument("predictions", help="a predictions folder (written by medgen infer)")
+    p.add_argument("references", help="the dataset folder holding the references (dataset.json)")
+    p.add_argument("--out", default=None, help="output folder (default: <predictions>/../eval)")
+    p.add_argument("--run", default=None, help="the run whose pipeline defines the metrics (default: from predictions)")
+    p.add_argument("--split", default="test")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from medgen.engine.api import evaluate
+
+    summary = evaluate(args.predictions, args.references, out=args.out, run=args.run, split=args.split)
+    print(summary["table"])
+    print(f"report: {summary['report']}")
+    return 0
+
+
+SUBCOMMANDS = [_add_list, _add_check_data, _add_demo, _add_train, _add_infer, _add_evaluate]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medgen", description="Generative models for medical data (MONAI + PyTorch). Start with `medgen demo`."
+    )
+    parser.add_argument("--version", action="version", version=f"medgen {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except MedgenError as exc:
+        if args.debug:
+            raise
+        print(f"medgen {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"medgen {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

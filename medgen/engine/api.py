@@ -1,0 +1,137 @@
+"""What `medgen train | infer | evaluate` and the scripts in pipelines/ call."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medgen.config import from_dict, load_config
+from medgen.engine import distributed as ddp
+from medgen.engine.cascade import cascade_predict, load_stage_weights, stage_dirs
+from medgen.engine.checkpoint import load_checkpoint
+from medgen.engine.rundir import make_run_dir, write_json_atomic
+from medgen.engine.trainer import Trainer, resolve_device
+from medgen.errors import MedgenError
+from medgen.registry import PIPELINES
+
+
+def build_config(pipeline: str, config_path=None, overrides=()):
+    cls = PIPELINES.get(pipeline)
+    cfg = load_config(cls.config_class, config_path, overrides)
+    if cfg.pipeline and cfg.pipeline != pipeline:
+        raise MedgenError(f"{config_path}: this config is for pipeline '{cfg.pipeline}', not '{pipeline}'")
+    cfg.pipeline = pipeline
+    return cls, cfg
+
+
+def train(pipeline: str, config_path=None, overrides=(), resume: bool = False, overwrite: bool = False) -> dict:
+    """Train every stage of a pipeline in its run directory; returns the last stage's summary."""
+    cls, cfg = build_config(pipeline, config_path, overrides)
+    return train_config(cls, cfg, resume=resume, overwrite=overwrite)
+
+
+def train_config(cls, cfg, resume: bool = False, overwrite: bool = False) -> dict:
+    dist = ddp.init_distributed(cfg.train.device)
+    device = resolve_device(cfg.train.device, dist.local_rank)
+    overwrite = overwrite or cfg.output.overwrite
+    run_dir = Path(cfg.output.root) / cls.name / (cfg.output.name or _shared_timestamp())
+    if dist.is_main:
+        run_dir = make_run_dir(cfg.output.root, cls.name, run_dir.name, overwrite=overwrite, resume=resume)
+    ddp.barrier()
+    n_stages = cls.num_stages(cfg)
+    trained = []
+    summary = {}
+    for k, stage_dir in enumerate(stage_dirs(run_dir, n_stages), start=1):
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        pipeline = cls(cfg, device, stage=k, previous=tuple(trained))
+        stage_resume = resume and (stage_dir / "checkpoints" / "last.pt").exists()
+        summary = Trainer(pipeline, stage_dir, resume=stage_resume, dist_info=dist).fit()
+        summary["stage"] = k
+        best = stage_dir / "checkpoints" / "best.pt"
+        load_stage_weights(pipeline, best if best.exists() else stage_dir / "checkpoints" / "last.pt")
+        trained.append(pipeline)
+    summary["run_dir"] = str(run_dir)
+    return summary
+
+
+def _shared_timestamp() -> str:
+    import time
+
+    # Under torchrun every rank must agree on the directory name: take rank 0's.
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return ddp.gather_objects(stamp)[0]
+
+
+def load_trained(run_or_ckpt, checkpoint: str = "best", device: str = "auto", dataset: str | None = None):
+    """Rebuild the trained stages of a run (or one checkpoint) for inference. Returns (cls, cfg, stages, run_dir)."""
+    path = Path(run_or_ckpt)
+    if path.is_file():
+        ckpts, run_dir = [path], path.parent.parent
+    elif path.is_dir():
+        run_dir = path
+        stage_paths = sorted(path.glob("stage*/checkpoints")) or [path / "checkpoints"]
+        ckpts = []
+        for folder in stage_paths:
+            chosen = folder / f"{checkpoint}.pt"
+            ckpts.append(chosen if chosen.exists() else folder / "last.pt")
+        if not all(c.exists() for c in ckpts):
+            raise MedgenError(f"{path}: no checkpoints found (expected {ckpts[0]})")
+    else:
+        raise MedgenError(f"{path}: neither a run directory nor a checkpoint file")
+    state = load_checkpoint(ckpts[0])
+    cls = PIPELINES.get(state["pipeline"])
+    cfg = from_dict(cls.config_class, state["config"])
+    if dataset:
+        cfg.data.dataset = str(dataset)
+    dev = resolve_device(device)
+    stages = []
+    for k, ckpt in enumerate(ckpts, start=1):
+        stage = cls(cfg, dev, stage=k, previous=tuple(stages))
+        load_stage_weights(stage, ckpt)
+        stages.append(stage)
+    return cls, cfg, stages, run_dir
+
+
+def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "best", overwrite: bool = False,
+          device: str = "auto") -> dict:
+    """Predict every case of a split and write the outputs in the source geometry.
+
+    One failing case does not stop the others; it is listed in `manifest.json` with its error. Cases whose
+    outputs already exist are skipped (a rerun does only what is missing) unless `overwrite`.
+    """
+    cls, cfg, stages, run_dir = load_trained(run, checkpoint, device, dataset)
+    out = Path(out) if out else Path(run_dir) / "predictions"
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"pipeline": cls.name, "cases": {}}
+    manifest["dataset"] = cfg.data.dataset
+    splits = ("training", "validation", "test") if split == "all" else (split,)
+    written = skipped = failed = 0
+    for split_name in splits:
+        for case in stages[-1].load_cases(split_name):
+            case_id = case["id"]
+            entry = manifest["cases"].get(case_id)
+            if entry and entry.get("status") == "ok" and not overwrite and all(Path(f["path"]).exists() for f in entry["files"]):
+                skipped += 1
+                continue
+            try:
+                predictions = cascade_predict(stages, case)
+                files = []
+                for k, (stage, pred) in enumerate(zip(stages, predictions), start=1):
+                    suffix = f"stage{k}" if len(stages) > 1 else ""
+                    files += stage.write_outputs(case, pred, out, overwrite=True, suffix=suffix)
+                manifest["cases"][case_id] = {"status": "ok", "split": split_name, "files": files}
+                written += 1
+            except MedgenError as exc:
+                manifest["cases"][case_id] = {"status": "failed", "split": split_name, "error": str(exc), "files": []}
+                failed += 1
+            write_json_atomic(manifest_path, manifest)
+    return {"out": str(out), "written": written, "skipped": skipped, "failed": failed, "manifest": str(manifest_path)}
+
+
+def evaluate(predictions, references, out=None, run=None, split: str = "test") -> dict:
+    """Metrics of written predictions against the references of a dataset (per_case.csv, summary.json, report.md)."""
+    from medgen.engine.report import evaluate_predictions
+
+    return evaluate_predictions(Path(predictions), Path(references), Path(out) if out else None, split=split)
+

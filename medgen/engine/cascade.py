@@ -1,0 +1,59 @@
+"""Multi-stage models in which stage k takes stage k-1's output as an extra input channel.
+
+pet_lowdose's progressive refinement (Wang et al. 2018) and mr_to_ct's auto-context model (Nie et al. 2017)
+both train their stages in sequence and run them in sequence at test time; this module is the one place
+that does it. A cascade-capable pipeline reads `self.previous` (the trained earlier stages) and, for
+stage k > 1, adds `case["previous"]` (stage k-1's estimate) to its inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from medgen.engine.checkpoint import load_checkpoint
+
+PREVIOUS_KEY = "previous"
+
+
+@torch.no_grad()
+def cascade_predict(stages, case: dict, output_key: str = "output") -> list[dict]:
+    """Run the stages in order on one case; returns every stage's prediction (stage 1 first)."""
+    predictions = []
+    current = case
+    for k, stage in enumerate(stages):
+        for net in stage.networks.values():
+            net.eval()
+        prediction = stage.predict_case(current)
+        predictions.append(prediction)
+        if k + 1 < len(stages):
+            current = dict(case, **{PREVIOUS_KEY: prediction[output_key].detach().float().cpu()})
+    return predictions
+
+
+def add_previous_estimates(stages, cases: list[dict], output_key: str = "output") -> list[dict]:
+    """Cases with `previous` set to the last of `stages`' estimate (the input of the next stage)."""
+    if not stages:
+        return cases
+    out = []
+    for case in cases:
+        last = cascade_predict(stages, case, output_key)[-1]
+        out.append(dict(case, **{PREVIOUS_KEY: last[output_key].detach().float().cpu()}))
+    return out
+
+
+def load_stage_weights(pipeline, checkpoint: Path) -> None:
+    """Load a trained stage's networks (best checkpoint) into a freshly built pipeline."""
+    state = load_checkpoint(checkpoint, map_location=pipeline.device)
+    if not pipeline.networks:
+        pipeline.networks = {k: v.to(pipeline.device) for k, v in pipeline.build_networks().items()}
+    for name, net in pipeline.networks.items():
+        net.load_state_dict(state["networks"][name])
+        net.eval()
+    pipeline.load_state_dict(state.get("pipeline_state") or {})
+
+
+def stage_dirs(run_dir, n_stages: int) -> list[Path]:
+    run_dir = Path(run_dir)
+    return [run_dir] if n_stages == 1 else [run_dir / f"stage{k}" for k in range(1, n_stages + 1)]

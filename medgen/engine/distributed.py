@@ -1,0 +1,117 @@
+"""Data-parallel training under torchrun, over NCCL on GPUs and gloo on CPU.
+
+medgen averages gradients itself (one flattened all-reduce per optimizer update) instead of wrapping
+networks in DistributedDataParallel: GAN steps run the discriminator several times per update and freeze it
+during the generator's step, which DDP's reducer only tolerates with `find_unused_parameters` and extra
+synchronisation. Replicas start from rank 0's weights and apply identical averaged gradients, so they stay
+identical; floating-point buffers (batch-norm statistics) are averaged at the same time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_request: str = "auto") -> DistInfo:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_request != "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    with torch.no_grad():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(tensor.data, src)
+
+
+def average_gradients(params, world_size: int) -> None:
+    """All-reduce the gradients of `params` in one flattened buffer and divide by the world size."""
+    if world_size <= 1:
+        return
+    params = [p for p in params if p.requires_grad]
+    for p in params:  # every rank must send the same layout, so unused parameters count as zero
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in params]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset : offset + n].view_as(g))
+        offset += n
+
+
+def average_buffers(module: torch.nn.Module, world_size: int) -> None:
+    bufs = [b for b in module.buffers() if b.is_floating_point()]
+    if not bufs or world_size <= 1:
+        return
+    flat = torch.cat([b.reshape(-1) for b in bufs])
+    dist.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for b in bufs:
+        n = b.numel()
+        b.copy_(flat[offset : offset + n].view_as(b))
+        offset += n
+
+
+def reduce_sums(values: dict, device) -> dict:
+    """Sum a dict of floats over ranks (used for validation metrics: sums and counts)."""
+    if not (dist.is_available() and dist.is_initialized()) or not values:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return dict(zip(keys, tensor.tolist()))
+
+
+def gather_objects(obj) -> list:
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

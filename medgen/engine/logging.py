@@ -1,0 +1,168 @@
+"""What a person watching a run sees: log.txt, metrics.csv, progress.png, a progress bar, TensorBoard."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+
+
+class RunLogger:
+    """Rank 0 writes; other ranks get a logger whose methods do nothing."""
+
+    def __init__(self, run_dir, total_steps: int, start_step: int = 0, progress: str = "auto", enabled: bool = True):
+        self.enabled = enabled
+        self.run_dir = Path(run_dir)
+        self.total = total_steps
+        self.start_step = start_step
+        self.t0 = time.perf_counter()
+        self.history: list[dict] = []
+        self._columns: list[str] | None = None
+        self._bar = None
+        self._tb = None
+        if not enabled:
+            return
+        self.log_file = open(self.run_dir / "log.txt", "a", buffering=1)
+        self.csv_path = self.run_dir / "metrics.csv"
+        if self.csv_path.exists():  # resumed run: keep the history up to the resumed step
+            with open(self.csv_path) as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= start_step]
+            self.history = [{k: _num(v) for k, v in r.items() if v != ""} for r in rows]
+            self._rewrite_csv()
+        mode = progress
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "lines"
+        self.mode = mode
+        if mode == "bar":
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+        except Exception:  # tensorboard is an optional extra
+            self._tb = None
+
+    def info(self, message: str) -> None:
+        if not self.enabled:
+            return
+        line = f"[{time.strftime('%H:%M:%S')}] {message}"
+        self.log_file.write(line + "\n")
+        if self._bar is not None:
+            self._bar.write(line)
+        elif self.mode != "off":
+            print(line, flush=True)
+
+    def log(self, step: int, values: dict, kind: str = "train") -> None:
+        """Record scalars at `step`; `kind` is 'train' or 'val' (val keys are prefixed 'val_')."""
+        if not self.enabled:
+            return
+        prefix = "val_" if kind == "val" else ""
+        row = {"step": step, **{prefix + k: float(v) for k, v in values.items()}}
+        elapsed = time.perf_counter() - self.t0
+        row["time_s"] = round(elapsed, 3)
+        self.history.append(row)
+        self._append_csv(row)
+        if self._tb is not None:
+            for k, v in row.items():
+                if k not in ("step", "time_s"):
+                    self._tb.add_scalar(k, v, step)
+        done = step - self.start_step
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        text = " ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in ("step", "time_s"))
+        if self._bar is not None:
+            if kind == "train":
+                self._bar.n = step
+                self._bar.set_postfix_str(text[:120])
+                self._bar.refresh()
+            else:
+                self._bar.write(f"step {step}: {text}")
+            self.log_file.write(f"step {step}/{self.total} {text}\n")
+        else:
+            line = f"step {step}/{self.total} {text} ({rate:.2f} step/s, eta {_duration(eta)})"
+            self.info(line)
+
+    def _append_csv(self, row: dict) -> None:
+        new_cols = [k for k in row if not self._columns or k not in self._columns]
+        if self._columns is None or new_cols:
+            self._columns = list(dict.fromkeys((self._columns or []) + list(row)))
+            self._rewrite_csv()
+            return
+        with open(self.csv_path, "a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=self._columns).writerow(row)
+
+    def _rewrite_csv(self) -> None:
+        cols = list(dict.fromkeys(k for r in self.history for k in r))
+        if "step" in cols:
+            cols.remove("step")
+        self._columns = ["step"] + cols
+        with open(self.csv_path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self._columns)
+            writer.writeheader()
+            writer.writerows(self.history)
+
+    def plot(self, key_metric: str | None = None) -> None:
+        """progress.png: training losses (left) and the validation metric (right) against step."""
+        if not self.enabled or not self.history:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        train_keys = sorted({k for r in self.history for k in r if not k.startswith("val_") and k not in ("step", "time_s")})
+        val_keys = sorted({k for r in self.history for k in r if k.startswith("val_")})
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for key in train_keys:
+            pts = [(r["step"], r[key]) for r in self.history if key in r and math.isfinite(r[key])]
+            if pts:
+                axes[0].plot(*zip(*pts), label=key, lw=1)
+        axes[0].set_xlabel("step")
+        axes[0].set_title("training")
+        if train_keys:
+            axes[0].legend(fontsize=7)
+        shown = [f"val_{key_metric}"] if key_metric and f"val_{key_metric}" in val_keys else val_keys
+        for key in shown:
+            pts = [(r["step"], r[key]) for r in self.history if key in r and math.isfinite(r[key])]
+            if pts:
+                axes[1].plot(*zip(*pts), "o-", label=key)
+        axes[1].set_xlabel("step")
+        axes[1].set_title("validation")
+        if shown:
+            axes[1].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(self.run_dir / "progress.png", dpi=80)
+        plt.close(fig)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.close()
+        if self._tb is not None:
+            self._tb.close()
+        self.log_file.close()
+
+
+def _num(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

@@ -1,0 +1,76 @@
+"""Config sections every pipeline shares. A pipeline config subclasses `PipelineConfig` and adds its own
+`model` (and, where needed, `data`) section with the paper's defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from medgen.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    # A folder holding dataset.json (or the json itself). Empty: the pipeline's embedded phantom dataset,
+    # written once under `phantom_dir`.
+    dataset: str = ""
+    phantom_dir: str = "demo_data"
+    phantom_cases: int = 0  # 0: the phantom generator's default
+    num_workers: int = 0  # DataLoader workers; patches are drawn deterministically per index either way
+    skip_bad_cases: bool = False  # skip (and report) unreadable cases instead of stopping
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 1000  # optimisation steps of the main network (generator steps for GANs)
+    epochs: float = 0.0  # > 0: train for this many epochs instead of `iterations`
+    samples_per_epoch: int = 0  # for endless patch datasets: samples that make one "epoch" (0: 100 x cases)
+    batch_size: int = 1
+    val_every: int = 0  # steps between validations; 0: ten validations per run
+    checkpoint_every: int = 0  # steps between checkpoints; 0: at every validation
+    log_every: int = 10
+    seed: int = 0
+    deterministic: bool = False  # bit-exact CPU runs (used by the resume tests)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA, off on CPU
+    compile: bool = False  # torch.compile the networks (GPU; costs about a minute per shape)
+    grad_clip: float = 0.0  # max gradient norm per update, 0 = off
+    ema_decay: float = 0.0  # > 0: keep an exponential moving average of the pipeline's `ema_network`
+    max_val_cases: int = 0  # 0: all validation cases
+    max_bad_steps: int = 5  # non-finite losses in a row before the run stops
+    progress: Literal["auto", "bar", "lines", "off"] = "auto"
+
+    def validate(self):
+        if self.iterations < 1 and self.epochs <= 0:
+            raise ConfigError("train.iterations must be >= 1 (or set train.epochs)")
+        if self.batch_size < 1:
+            raise ConfigError("train.batch_size must be >= 1")
+
+
+@dataclass
+class InferConfig:
+    overlap: float = 0.5  # sliding-window overlap fraction
+    window_batch: int = 4  # windows evaluated per forward pass
+    blend: Literal["gaussian", "constant"] = "gaussian"
+    stitch_on_cpu: Literal["auto", "always", "never"] = "auto"  # auto: when the volume exceeds 128^3 voxels
+    output_dtype: str = "float32"
+
+    def validate(self):
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError("infer.overlap must be in [0, 1)")
+
+
+@dataclass
+class OutputConfig:
+    root: str = "runs"  # runs/<pipeline>/<name>
+    name: str = ""  # empty: a time stamp
+    overwrite: bool = False  # allow reusing an existing run directory
+
+
+@dataclass
+class PipelineConfig:
+    pipeline: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
