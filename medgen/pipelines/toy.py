@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medgen.engine.cascade import PREVIOUS_KEY, add_previous_estimates
 from medgen.engine.options import PipelineConfig
 from medgen.pipelines.base import Pipeline
 from medgen.registry import PIPELINES
@@ -28,6 +29,7 @@ class ToyModelConfig:
     lambda_adv: float = 0.1
     lr: float = 1e-3
     dropout: float = 0.0
+    stages: int = 1  # > 1: a cascade, stage k also sees stage k-1's estimate (exercises the cascade runner)
 
 
 @dataclass
@@ -49,14 +51,15 @@ def smooth_blob(rng: np.random.Generator, dims: int, size: int) -> np.ndarray:
 class ToyDataset(torch.utils.data.Dataset):
     procedural = True
 
-    def __init__(self, cfg: ToyModelConfig, seed: int, length: int = 10**9):
-        self.cfg, self.seed, self.length = cfg, seed, length
+    def __init__(self, cfg: ToyModelConfig, seed: int, previous=(), length: int = 10**9):
+        self.cfg, self.seed, self.previous, self.length = cfg, seed, previous, length
 
     def __len__(self):
         return self.length
 
     def __getitem__(self, i):
-        return make_toy_case(self.cfg, np.random.default_rng([self.seed, i]))
+        case = make_toy_case(self.cfg, np.random.default_rng([self.seed, i]))
+        return add_previous_estimates(self.previous, [case])[0] if self.previous else case
 
 
 def make_toy_case(cfg: ToyModelConfig, rng) -> dict:
@@ -83,13 +86,22 @@ class ToyDenoise(Pipeline):
     def spatial_dims(self):
         return self.config.model.spatial_dims
 
+    @classmethod
+    def num_stages(cls, config) -> int:
+        return config.model.stages
+
+    def _inputs(self, batch):
+        if self.stage > 1:
+            return torch.cat([batch["image"], batch[PREVIOUS_KEY]], 1)
+        return batch["image"]
+
     def build_networks(self):
         m = self.config.model
         conv = _conv(m.spatial_dims)
         drop = nn.Dropout(m.dropout) if m.dropout else nn.Identity()
         nets = {
             "G": nn.Sequential(
-                conv(1, m.channels, 3, padding=1), nn.ReLU(), drop, conv(m.channels, m.channels, 3, padding=1),
+                conv(1 if self.stage == 1 else 2, m.channels, 3, padding=1), nn.ReLU(), drop, conv(m.channels, m.channels, 3, padding=1),
                 nn.ReLU(), conv(m.channels, 1, 3, padding=1)
             )
         }
@@ -104,21 +116,22 @@ class ToyDenoise(Pipeline):
         return {name: torch.optim.Adam(net.parameters(), lr=lr, betas=(0.5, 0.999)) for name, net in networks.items()}
 
     def train_dataset(self):
-        return ToyDataset(self.config.model, self.config.train.seed)
+        return ToyDataset(self.config.model, self.config.train.seed, self.previous)
 
     def validation_cases(self):
         rng = np.random.default_rng([self.config.train.seed, 10**9 + 1])  # disjoint from training indices
-        return [dict(make_toy_case(self.config.model, rng), id=f"val{i}") for i in range(2)]
+        cases = [dict(make_toy_case(self.config.model, rng), id=f"val{i}") for i in range(2)]
+        return add_previous_estimates(self.previous, cases)
 
     def train_step(self, batch):
-        x, y = batch["image"], batch["target"]
+        x, y, cond = self._inputs(batch), batch["target"], batch["image"]
         G = self.networks["G"]
         logs = {}
         if self.config.model.adversarial:
             D = self.networks["D"]
             with torch.no_grad():
                 fake = G(x)
-            d_real, d_fake = D(torch.cat([x, y], 1)), D(torch.cat([x, fake], 1))
+            d_real, d_fake = D(torch.cat([cond, y], 1)), D(torch.cat([cond, fake], 1))
             loss_d = 0.5 * ((d_real - 1) ** 2).mean() + 0.5 * (d_fake**2).mean()
             self.update("D", loss_d)
             logs["loss_d"] = loss_d.detach()
@@ -127,14 +140,14 @@ class ToyDenoise(Pipeline):
         logs["loss_mse"] = loss_g.detach()
         if self.config.model.adversarial:
             with self.frozen("D"):
-                loss_adv = ((self.networks["D"](torch.cat([x, out], 1)) - 1) ** 2).mean()
+                loss_adv = ((self.networks["D"](torch.cat([cond, out], 1)) - 1) ** 2).mean()
             loss_g = loss_g + self.config.model.lambda_adv * loss_adv
             logs["loss_adv"] = loss_adv.detach()
         self.update("G", loss_g)
         return logs
 
     def infer_step(self, batch):
-        return {"output": self.inference_network("G")(batch["image"])}
+        return {"output": self.inference_network("G")(self._inputs(batch))}
 
     def evaluate_case(self, prediction, case):
         err = prediction["output"].float().cpu() - case["target"]
