@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medgen-installed
-PIP_QUIET := 2>&1 | grep -v "is ignored" || true
+PIP_QUIET := 2>&1 | { grep -v "is ignored" || true; }
 
 .PHONY: install demo test clean
 

@@ -121,7 +121,25 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-SUBCOMMANDS = [_add_list, _add_check_data, _add_demo, _add_train, _add_infer, _add_evaluate]
+def _add_export(sub):
+    p = sub.add_parser("export", help="export a trained network to TorchScript or ONNX, checked against the eager model")
+    p.add_argument("run", help="a run directory or a checkpoint file")
+    p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
+    p.add_argument("--network", default=None, help="which network (default: every exportable one)")
+    p.add_argument("--out", default=None, help="output folder (default: <run>/export)")
+    p.add_argument("--checkpoint", default="best", help="best | last")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from medgen.engine.api import export
+
+    for path in export(args.run, fmt=args.format, network=args.network, out=args.out, checkpoint=args.checkpoint):
+        print(f"wrote {path}")
+    return 0
+
+
+SUBCOMMANDS = [_add_list, _add_check_data, _add_demo, _add_train, _add_infer, _add_evaluate, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -108,11 +108,18 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
     splits = ("training", "validation", "test") if split == "all" else (split,)
     written = skipped = failed = 0
     for split_name in splits:
-        for case in stages[-1].load_cases(split_name):
+        done = set() if overwrite else {
+            cid for cid, e in manifest["cases"].items()
+            if e.get("status") == "ok" and e.get("split") == split_name and all(Path(f["path"]).exists() for f in e["files"])
+        }
+        skipped += len(done)
+        # Stage 1 loads plain cases; cascade_predict runs every stage on each one.
+        for case in stages[0].iter_cases(split_name, skip=done):
             case_id = case["id"]
-            entry = manifest["cases"].get(case_id)
-            if entry and entry.get("status") == "ok" and not overwrite and all(Path(f["path"]).exists() for f in entry["files"]):
-                skipped += 1
+            if "error" in case:  # could not be loaded: record it and go on with the others
+                manifest["cases"][case_id] = {"status": "failed", "split": split_name, "error": case["error"], "files": []}
+                failed += 1
+                write_json_atomic(manifest_path, manifest)
                 continue
             try:
                 predictions = cascade_predict(stages, case)
@@ -135,3 +142,29 @@ def evaluate(predictions, references, out=None, run=None, split: str = "test") -
 
     return evaluate_predictions(Path(predictions), Path(references), Path(out) if out else None, split=split)
 
+
+
+def export(run, fmt: str = "torchscript", network: str | None = None, out=None, checkpoint: str = "best") -> list[Path]:
+    """Export the trained networks of every stage; each file is checked numerically against the eager model."""
+    from medgen.engine.export import export_onnx, export_torchscript
+
+    cls, cfg, stages, run_dir = load_trained(run, checkpoint, device="cpu")
+    out = Path(out) if out else Path(run_dir) / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stage in stages:
+        examples = stage.export_examples()
+        if network:
+            if network not in examples:
+                raise MedgenError(f"pipeline '{cls.name}' exports {sorted(examples) or 'no networks'}, not '{network}'")
+            examples = {network: examples[network]}
+        if not examples:
+            raise MedgenError(f"pipeline '{cls.name}' declares no exportable networks")
+        for name, example in examples.items():
+            tag = f"{name}_stage{stage.stage}" if len(stages) > 1 else name
+            net = stage.networks[name].eval()
+            if fmt == "onnx":
+                written.append(export_onnx(net, example, out / f"{tag}.onnx"))
+            else:
+                written.append(export_torchscript(net, example, out / f"{tag}.pt"))
+    return written

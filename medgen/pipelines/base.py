@@ -98,10 +98,19 @@ class Pipeline:
         """Whole cases of a split, loaded and normalised, for validation and inference."""
         raise NotImplementedError(f"pipeline '{self.name}' does not load dataset cases")
 
+    def iter_cases(self, split: str, skip=()):
+        """Cases one at a time for inference, leaving out the ids in `skip`; a case that fails to load
+        is yielded as {"id", "split", "error"}."""
+        yield from (c for c in self.load_cases(split) if c["id"] not in skip)
+
     def write_outputs(self, case: dict, prediction: dict, out_dir, overwrite: bool = False, suffix: str = "") -> list[dict]:
         """Write one case's outputs (in the source geometry and units) as `<id>_<output>[_<suffix>]`;
         returns manifest entries {path, output, reference_key, kind, data_range, mask_key}."""
         raise NotImplementedError(f"pipeline '{self.name}' does not write outputs")
+
+    def export_examples(self) -> dict[str, torch.Tensor]:
+        """Network name -> an example input, for `medgen export` (networks worth exporting only)."""
+        return {}
 
     def state_dict(self) -> dict:
         """Pipeline state stored in checkpoints beside the networks (e.g. normalisation parameters)."""

@@ -9,6 +9,7 @@ configured by `VolumeDataConfig` and `InferConfig`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -58,6 +59,7 @@ class VolumePipeline(Pipeline):
         super().__init__(config, device, stage, previous)
         self._datalist = None
         self._cases: dict[str, list[dict]] = {}
+        self.skipped_cases: list[dict] = []  # bad cases left out when data.skip_bad_cases is true
 
     # ----- what a subclass may override ---------------------------------------------------------
     def presets(self) -> dict[str, str]:
@@ -114,29 +116,46 @@ class VolumePipeline(Pipeline):
         return []
 
     def load_cases(self, split: str, dataset: str | None = None) -> list[dict]:
-        """Whole cases of a split as tensors (C, *spatial), normalised, with norm params, meta and paths."""
+        """Whole cases of a split as tensors (C, *spatial), normalised, with norm params, meta and paths.
+        Cached: training and validation cases are loaded once per run."""
+        if split not in self._cases:
+            cases = []
+            for case in self.iter_cases(split):
+                if "error" not in case:
+                    cases.append(case)
+                elif self.config.data.skip_bad_cases:  # leave the case out, say so, keep it for reports
+                    warnings.warn(f"skipping case '{case['id']}' ({split}): {case['error']}", stacklevel=2)
+                    self.skipped_cases.append(case)
+                else:
+                    raise DataError(None, case["error"])
+            self._cases[split] = cases
+        return self._cases[split]
+
+    def iter_cases(self, split: str, skip=()):
+        """Cases of a split one at a time (inference over large datasets keeps one in memory), leaving out
+        the ids in `skip`. A case that cannot be loaded is yielded as {"id", "split", "error"} so the
+        others still run."""
         from medgen.data.patches import load_cases
 
-        if split in self._cases:
-            return self._cases[split]
         entries = self.datalist().split(split)
         if not entries:
-            self._cases[split] = []
-            return []
+            return
         keys = self.case_keys(split)
         presets = {k: v for k, v in self.presets().items() if k in keys}
         mask_key = self.config.data.mask_key if self.config.data.mask_key in keys else None
-        loaded = load_cases(entries, keys, presets, mask_key=mask_key)
-        cases = []
-        for entry, item in zip(entries, loaded):
+        for entry in entries:
+            if entry.get("id") in skip:
+                continue
+            try:
+                item = load_cases([entry], keys, presets, mask_key=mask_key)[0]
+            except DataError as exc:
+                yield {"id": entry.get("id"), "split": split, "error": str(exc)}
+                continue
             case = {"id": item["id"], "norm": item["norm"], "meta": item["meta"], "split": split,
                     "paths": {k: entry[k] for k in keys}}
             for k in keys:
                 case[k] = torch.as_tensor(np.ascontiguousarray(item[k]), dtype=torch.float32)
-            cases.append(self.prepare_case(case))
-        cases = add_previous_estimates(self.previous, cases, self.output_name)
-        self._cases[split] = cases
-        return cases
+            yield add_previous_estimates(self.previous, [self.prepare_case(case)], self.output_name)[0]
 
     def network_keys(self) -> list[str]:
         return self.source_keys() + ([PREVIOUS_KEY] if self.stage > 1 else [])
@@ -186,6 +205,9 @@ class VolumePipeline(Pipeline):
             out = valid_sliding_window(predictor, x, in_size, out_size, overlap=inf.overlap,
                                        window_batch=inf.window_batch, blend=inf.blend, device=self.device)
         return {k: v[0].float().cpu() for k, v in out.items()}
+
+    def export_examples(self) -> dict:
+        return {"G": torch.zeros(1, len(self.network_keys()), *self.config.data.patch_size)}
 
     # ----- units, metrics, outputs --------------------------------------------------------------------------
     def to_source_units(self, case: dict, tensor: torch.Tensor, params: dict | None) -> np.ndarray:

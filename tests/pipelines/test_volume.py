@@ -40,3 +40,39 @@ def test_train_resume_infer_evaluate(head, tmp_path):
     ev = evaluate(run / "predictions", head.parent)
     assert (run / "eval" / "per_case.csv").exists() and (run / "eval" / "report.md").exists()
     assert ev["summary"]["metrics"]["psnr"]["n"] == len(datalist["test"])
+
+
+def test_export_cli_round_trip(head, tmp_path):
+    from medgen.cli import main
+
+    common = [f"data.dataset={head.parent}", "data.patch_size=[16,16,16]", "train.iterations=2",
+              "train.progress=off", f"output.root={tmp_path}", "output.name=e"]
+    assert main(["train", "volume_example", *common]) == 0
+    run = tmp_path / "volume_example" / "e"
+    assert main(["export", str(run), "--format", "torchscript"]) == 0
+    assert (run / "export" / "G.pt").exists()
+    assert main(["export", str(run), "--network", "D"]) == 2  # a clear error, not a traceback
+
+
+def test_one_bad_case_does_not_stop_inference(tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    dataset = write_phantom_dataset("head", root, n_cases=5, seed=4, shape=(24, 24, 24))
+    common = [f"data.dataset={root}", "data.patch_size=[16,16,16]", "train.iterations=2", "train.progress=off",
+              f"output.root={tmp_path}", "output.name=b"]
+    cls, cfg = build_config("volume_example", None, common)
+    train_config(cls, cfg)
+    datalist = json.loads(dataset.read_text())
+    bad = datalist["test"][0]
+    t1 = root / bad["t1"]
+    shutil.copy(t1, tmp_path / "t1_backup.nii.gz")
+    t1.write_bytes(t1.read_bytes()[:200])  # truncated file
+    result = infer(tmp_path / "volume_example" / "b")
+    assert result["failed"] == 1 and result["written"] == len(datalist["test"]) - 1
+    manifest = json.loads((tmp_path / "volume_example" / "b" / "predictions" / "manifest.json").read_text())
+    assert manifest["cases"][bad["id"]]["status"] == "failed"
+    assert bad["t1"].split("/")[-1] in manifest["cases"][bad["id"]]["error"]  # the error names the file
+    shutil.copy(tmp_path / "t1_backup.nii.gz", t1)
+    rerun = infer(tmp_path / "volume_example" / "b")  # only the missing case is processed
+    assert rerun == dict(rerun, written=1, failed=0, skipped=len(datalist["test"]) - 1)
