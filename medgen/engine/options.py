@@ -38,6 +38,8 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the pipeline's `ema_network`
     max_val_cases: int = 0  # 0: all validation cases
     max_bad_steps: int = 5  # non-finite losses in a row before the run stops
+    d_win_threshold: float = 1e-3  # a discriminator loss ("loss_d*") below this ...
+    d_win_patience: int = 5  # ... at this many logged steps in a row is reported as winning outright
     progress: Literal["auto", "bar", "lines", "off"] = "auto"
 
     def validate(self):

@@ -74,6 +74,7 @@ class Trainer:
         self.bad_steps = 0  # non-finite losses in a row
         self.skipped_steps = 0
         self._stop_signal: int | None = None
+        self._d_low_streak: dict[str, int] = {}  # logged steps in a row with a near-zero discriminator loss
         pipeline._engine = self
 
     # ----- set-up -----------------------------------------------------------------------------
@@ -242,6 +243,7 @@ class Trainer:
                     values["steps_per_s"] = self.tcfg.log_every / max(now - t_last, 1e-9)
                     t_last = now
                     self.logger.log(step, values)
+                    self._watch_discriminators(step, values)
                 if step % self.val_every == 0 or step == self.total_steps:
                     self.validate(step)
                 if step % self.ckpt_every == 0 or step == self.total_steps:
@@ -255,6 +257,19 @@ class Trainer:
             self._restore_signal_handlers(previous_handlers)
             self.logger.close()
         return self.summary()
+
+    def _watch_discriminators(self, step: int, values: dict) -> None:
+        """Report a discriminator whose loss stays near zero: it wins outright and the generator learns little."""
+        for key, value in values.items():
+            if not key.startswith("loss_d"):
+                continue
+            streak = self._d_low_streak.get(key, 0) + 1 if abs(value) < self.tcfg.d_win_threshold else 0
+            self._d_low_streak[key] = streak
+            if streak == self.tcfg.d_win_patience:
+                self.logger.info(
+                    f"warning: {key} has stayed below {self.tcfg.d_win_threshold:g} for {streak} logged steps "
+                    f"(up to step {step}): the discriminator wins outright and gives the generator little signal"
+                )
 
     def summary(self) -> dict:
         return {
