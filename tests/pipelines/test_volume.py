@@ -76,3 +76,21 @@ def test_one_bad_case_does_not_stop_inference(tmp_path):
     shutil.copy(tmp_path / "t1_backup.nii.gz", t1)
     rerun = infer(tmp_path / "volume_example" / "b")  # only the missing case is processed
     assert rerun == dict(rerun, written=1, failed=0, skipped=len(datalist["test"]) - 1)
+
+
+def test_bad_training_case_refused_or_skipped(tmp_path):
+    from medgen.errors import DataError
+    from tests.pipelines.volume_example import VolumeExample
+
+    root = tmp_path / "data"
+    dataset = write_phantom_dataset("head", root, n_cases=5, seed=5, shape=(16, 16, 16))
+    bad = json.loads(dataset.read_text())["training"][0]
+    (root / bad["t2"]).write_bytes(b"\x00" * 10)
+    cls, cfg = build_config("volume_example", None, [f"data.dataset={root}"])
+    with pytest.raises(DataError, match=bad["t2"].split("/")[-1]):
+        VolumeExample(cfg).load_cases("training")
+    cls, cfg = build_config("volume_example", None, [f"data.dataset={root}", "data.skip_bad_cases=true"])
+    pipeline = VolumeExample(cfg)
+    with pytest.warns(UserWarning, match="skipping case"):
+        cases = pipeline.load_cases("training")
+    assert bad["id"] not in {c["id"] for c in cases} and pipeline.skipped_cases[0]["id"] == bad["id"]
