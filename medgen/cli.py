@@ -139,7 +139,48 @@ def _cmd_export(args) -> int:
     return 0
 
 
-SUBCOMMANDS = [_add_list, _add_check_data, _add_demo, _add_train, _add_infer, _add_evaluate, _add_export]
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="speed and memory of the pipelines (table + JSON); see docs/benchmarks.md")
+    p.add_argument("pipelines", nargs="*", help="pipelines to measure (default: all)")
+    p.add_argument("--steps", type=int, default=5, help="measured training steps (after warm-up)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--volume", type=int, default=256, help="side of the whole volume for 3D inference (0: skip)")
+    p.add_argument("--smoke", action="store_true", help="use the tiny smoke configs (a quick check, not a benchmark)")
+    p.add_argument("--memory", action="store_true", help="also measure inference memory at 128^3, 192^3, 256^3")
+    p.add_argument("--out", default="bench.json", help="where to write the JSON results")
+    p.add_argument("overrides", nargs=argparse.REMAINDER, help="after --: config overrides for every pipeline")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args) -> int:
+    import json
+    from pathlib import Path
+
+    from medgen.bench import format_results, memory_scaling, run_in_subprocess
+    from medgen.registry import PIPELINES
+
+    names = args.pipelines or [n for n in PIPELINES.names() if n != "toy_denoise"]
+    overrides = [o for o in args.overrides if o != "--"]
+    results = []
+    for name in names:
+        PIPELINES.get(name)  # a clear error for an unknown name
+        config = Path("configs") / f"{name}{'_smoke' if args.smoke else ''}.yaml"
+        result = run_in_subprocess(name, config if config.exists() else None, overrides, args.steps, args.warmup,
+                                   args.volume)
+        results.append(result)
+        print(format_results([result]).splitlines()[-1], flush=True)
+    report = {"pipelines": results}
+    print(format_results(results))
+    if args.memory:
+        report["memory_scaling"] = memory_scaling()
+        for row in report["memory_scaling"]:
+            print(row)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+SUBCOMMANDS = [_add_list, _add_check_data, _add_demo, _add_train, _add_infer, _add_evaluate, _add_export, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
