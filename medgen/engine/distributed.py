@@ -54,39 +54,35 @@ def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
             dist.broadcast(tensor.data, src)
 
 
+def _all_reduce_mean(tensors: list, world_size: int) -> None:
+    """Average tensors across ranks in place, in one flattened all-reduce."""
+    if not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for t in tensors:
+        n = t.numel()
+        t.copy_(flat[offset : offset + n].view_as(t))
+        offset += n
+
+
 def average_gradients(params, world_size: int) -> None:
-    """All-reduce the gradients of `params` in one flattened buffer and divide by the world size."""
+    """Average the gradients of `params` across ranks."""
     if world_size <= 1:
         return
     params = [p for p in params if p.requires_grad]
     for p in params:  # every rank must send the same layout, so unused parameters count as zero
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    grads = [p.grad for p in params]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world_size
-    offset = 0
-    for g in grads:
-        n = g.numel()
-        g.copy_(flat[offset : offset + n].view_as(g))
-        offset += n
+    _all_reduce_mean([p.grad for p in params], world_size)
 
 
 def average_buffers(module: torch.nn.Module, world_size: int) -> None:
-    bufs = [b for b in module.buffers() if b.is_floating_point()]
-    if not bufs or world_size <= 1:
-        return
-    flat = torch.cat([b.reshape(-1) for b in bufs])
-    dist.all_reduce(flat)
-    flat /= world_size
-    offset = 0
-    for b in bufs:
-        n = b.numel()
-        b.copy_(flat[offset : offset + n].view_as(b))
-        offset += n
+    """Average floating-point buffers (batch-norm statistics) across ranks."""
+    if world_size > 1:
+        _all_reduce_mean([b for b in module.buffers() if b.is_floating_point()], world_size)
 
 
 def reduce_sums(values: dict, device) -> dict:
