@@ -49,7 +49,8 @@ def _add_demo(sub):
     p = sub.add_parser("demo", help="write the phantom datasets, check them, and run each pipeline's quick demo")
     p.add_argument("--out", default="demo_data", help="where the phantom datasets go (default: demo_data)")
     p.add_argument("--runs", default="runs/demo", help="where the demo runs go (default: runs/demo)")
-    p.add_argument("--only", nargs="*", default=None, help="only these pipelines' demos")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="only these pipelines' demos (--only with no name: phantoms and check-data only)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
 

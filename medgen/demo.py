@@ -38,7 +38,7 @@ def run_demo(out="demo_data", runs="runs/demo", only=None, seed: int = 0) -> int
     for name in PIPELINES.names():
         cls = PIPELINES.get(name)
         demo = getattr(cls, "demo", None)
-        if demo is None or (only and name not in only):
+        if demo is None or (only is not None and name not in only):
             continue
         print(f"\n== demo: {name}")
         t0 = time.perf_counter()

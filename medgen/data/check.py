@@ -83,7 +83,7 @@ def _read_voxels(path: Path) -> np.ndarray:
     return load_array(path, allow_nonfinite=True)[0]
 
 
-def _check_image(report: CheckReport, row: dict, case: str, key: str, kind: str, path: Path,
+def _check_image(report: CheckReport, row: dict, case: str, key: str, kind: str, path: Path, allow_empty: bool,
                  expect_dims: int | None):
     """Fill `row`; return the header (for pair checks) or None when the file is unusable."""
     from medgen.data.io import load_header
@@ -117,7 +117,7 @@ def _check_image(report: CheckReport, row: dict, case: str, key: str, kind: str,
     if kind == "label":
         if vals.size and a.dtype.kind == "f" and not np.all(np.mod(vals, 1) == 0):
             report.add(case, key, path, "label map has non-integer values")
-        if not vals.size or not np.any(vals != 0):
+        if (not vals.size or not np.any(vals != 0)) and not allow_empty:
             report.add(case, key, path, "empty mask (no non-zero voxel)")
         elif is_binary_mask_key(key):
             uniq = np.unique(vals)
@@ -165,11 +165,13 @@ def check_dataset(dataset_dir: str | os.PathLike, keys: Iterable[str] | None = N
     if expect_dims is None and isinstance(data.get("spatial_dims"), int):
         expect_dims = int(data["spatial_dims"])
     wanted = list(keys) if keys is not None else None
-    if not any(cases.values()):
+    if not any(cases.values()) and not data.get("tables"):
         report.add("-", "-", json_path, f"no cases in the splits {', '.join(splits)}")
     for split, items in cases.items():
         for case in items:
             cid = case["id"]
+            # A case declared normal ("label": 0, as in anomaly-detection test sets) may have empty masks.
+            normal = case.get("label") in (0, "0", "normal")
             if wanted is not None:
                 check_keys = []
                 for k in wanted:
@@ -199,11 +201,28 @@ def check_dataset(dataset_dir: str | os.PathLike, keys: Iterable[str] | None = N
                         elif kind == "tabular":
                             _check_table(report, row, cid, key, path)
                         elif kind in ("image", "label"):
-                            h = _check_image(report, row, cid, key, kind, path, expect_dims)
+                            h = _check_image(report, row, cid, key, kind, path, normal, expect_dims)
                             if h is not None and not isinstance(value, list):
                                 headers[key] = (h, path)
                     row["status"] = "ok" if len(report.problems) == n_before else "PROBLEM"
             _check_pairs(report, cid, headers, pairs, affine_tol)
+    for name, rel in (data.get("tables") or {}).items():  # tabular datasets list their files under "tables"
+        path = resolve_path(rel, root)
+        row = {"split": "-", "case": "tables", "key": name, "kind": "tabular", "path": rel}
+        report.rows.append(row)
+        n_before = len(report.problems)
+        if not path.exists():
+            report.add("tables", name, path, "missing file")
+        elif "label" in name:  # label tables are categorical: they only need to load
+            from medgen.data.tabular import _read_table
+
+            try:
+                _read_table(path)
+            except DataError as err:
+                report.add("tables", name, path, err.problem)
+        else:
+            _check_table(report, row, "tables", name, path)
+        row["status"] = "ok" if len(report.problems) == n_before else "PROBLEM"
     return report
 
 

@@ -29,6 +29,7 @@ class ToyModelConfig:
     lambda_adv: float = 0.1
     lr: float = 1e-3
     dropout: float = 0.0
+    lr_decay: bool = False  # pix2pix schedule: constant for the first half, then linear decay to 0
     stages: int = 1  # > 1: a cascade, stage k also sees stage k-1's estimate (exercises the cascade runner)
 
 
@@ -81,6 +82,7 @@ class ToyDenoise(Pipeline):
     target_keys = ("target",)
     key_metric = "mse"
     key_metric_mode = "min"
+    ema_network = "G"  # followed by an EMA when train.ema_decay > 0
 
     @property
     def spatial_dims(self):
@@ -114,6 +116,15 @@ class ToyDenoise(Pipeline):
     def build_optimizers(self, networks):
         lr = self.config.model.lr
         return {name: torch.optim.Adam(net.parameters(), lr=lr, betas=(0.5, 0.999)) for name, net in networks.items()}
+
+    def build_schedulers(self, optimizers, total_steps):
+        if not self.config.model.lr_decay:
+            return {}
+        from medgen.losses.schedules import constant_then_linear_decay
+
+        half = total_steps // 2
+        return {name: torch.optim.lr_scheduler.LambdaLR(opt, constant_then_linear_decay(half, total_steps - half))
+                for name, opt in optimizers.items()}
 
     def train_dataset(self):
         return ToyDataset(self.config.model, self.config.train.seed, self.previous)

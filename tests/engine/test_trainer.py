@@ -90,3 +90,19 @@ def test_nonfinite_losses_skip_then_stop(tmp_path, monkeypatch):
         _run(tmp_path, "nan", 20, extra=["model.adversarial=false", "train.max_bad_steps=3"])
     log = (tmp_path / "toy_denoise" / "nan" / "log.txt").read_text()
     assert "step skipped" in log
+
+
+def test_schedule_clipping_and_ema(tmp_path):
+    pipeline, _, run_dir = _run(tmp_path, "sched", 10, extra=["model.lr_decay=true", "train.grad_clip=0.01",
+                                                            "train.ema_decay=0.9", "model.adversarial=false"])
+    lr = pipeline.optimizers["G"].param_groups[0]["lr"]
+    assert lr == pytest.approx(0.0, abs=1e-12)  # constant for 5 steps, then linear to 0 at step 10
+    grads = [p.grad for p in pipeline.networks["G"].parameters() if p.grad is not None]
+    total = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+    assert total <= 0.01 + 1e-6  # clipped before the last step
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    ema = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    raw = state["networks"]["G"]
+    assert set(raw) <= set(ema) and any(not torch.equal(ema[k], raw[k]) for k in raw)
+    # inference uses the EMA copy
+    assert pipeline.inference_network("G") is not pipeline.networks["G"]
