@@ -62,5 +62,11 @@ PIPELINES = Registry(
     "pipeline",
     (
         "medgen.pipelines.toy",
+        "medgen.pipelines.mr_to_ct",
+        "medgen.pipelines.expression_vae",
+        "medgen.pipelines.mr_synthesis",
+        "medgen.pipelines.pet_lowdose",
+        "medgen.pipelines.lesion_uda",
+        "medgen.pipelines.oct_anogan",
     ),
 )

@@ -43,15 +43,24 @@ def sliding_window(
 
     device = torch.device(device) if device is not None else inputs.device
     spatial = tuple(inputs.shape[2:])
-    roi = tuple(min(int(r), s) if r > 0 else s for r, s in zip(roi_size, spatial))
+    roi = tuple(int(r) if r > 0 else s for r, s in zip(roi_size, spatial))
     on_cpu = stitch_on_cpu == "always" or (stitch_on_cpu == "auto" and math.prod(spatial) > LARGE_VOLUME_VOXELS)
     out_device = torch.device("cpu") if on_cpu else device
+    x = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
+    # A volume smaller than the window is padded up to it (edge values), so networks that need the full
+    # window size (a U-Net's strides) still see it; the result is cropped back below.
+    short = [max(r - s, 0) for r, s in zip(roi, spatial)]
+    if any(short):
+        pad = []
+        for d in reversed(short):
+            pad += [d // 2, d - d // 2]
+        x = torch.nn.functional.pad(x, pad, mode="replicate")
 
     def wrapped(windows):
         return _as_dict(predictor(windows))
 
     result = sliding_window_inference(
-        inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs,
+        x,
         roi_size=roi,
         sw_batch_size=window_batch,
         predictor=wrapped,
@@ -61,7 +70,11 @@ def sliding_window(
         device=out_device,
         padding_mode="reflect",
     )
-    return _as_dict(result)
+    result = _as_dict(result)
+    if any(short):
+        crop = (slice(None), slice(None)) + tuple(slice(d // 2, d // 2 + s) for d, s in zip(short, spatial))
+        result = {k: v[crop] for k, v in result.items()}
+    return result
 
 
 def _starts(size: int, window: int, step: int) -> list[int]:

@@ -68,11 +68,21 @@ def evaluate_predictions(predictions: Path, references: Path, out: Path | None =
                 pictures.append(pic)
     if not rows:
         raise MedgenError(f"{predictions}: no predictions of split '{split}' with references to evaluate")
-    summary = write_report(rows, out)
-    table = format_table(rows)
-    lines = [f"# Evaluation of {predictions}", "", f"References: {references} (split: {split}), {len(rows)} rows.", "",
-             "## Per case", "", table, "", "## Summary", "", format_table(summary), ""]
+    # One report per output (a cascade writes one output per stage): eval/ for a single output,
+    # eval/<output>/ for each of several.
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["output"], []).append(row)
+    lines = [f"# Evaluation of {predictions}", "", f"References: {references} (split: {split}).", ""]
+    summaries = {}
+    for output, group in groups.items():
+        folder = out if len(groups) == 1 else out / output
+        summaries[output] = write_report(group, folder)
+        lines += [f"## {output}: per case ({len(group)})", "", format_table(group), "",
+                  f"## {output}: summary", "", format_table(summaries[output]), ""]
     lines += [f"![{p.stem}]({p.name})" for p in pictures]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
-    return {"summary": summary, "table": table, "report": str(report)}
+    final = list(groups)[-1]
+    return {"summary": summaries[final], "summaries": summaries, "table": format_table(groups[final]),
+            "report": str(report)}

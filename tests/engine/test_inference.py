@@ -43,3 +43,17 @@ def test_monai_window_pointwise_net_is_exact_and_returns_dicts():
     torch.testing.assert_close(out["a"], whole, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out["b"], 2 * whole, atol=1e-5, rtol=1e-5)
     assert out["a"].device.type == "cpu"
+
+
+def test_volume_smaller_than_window_is_padded_and_cropped_back():
+    calls = []
+
+    def predictor(w):
+        calls.append(tuple(w.shape[2:]))
+        return w * 2
+
+    x = torch.randn(1, 1, 10, 16, 7)
+    out = sliding_window(predictor, x, (16, 16, 16), overlap=0.25)["output"]
+    assert all(c == (16, 16, 16) for c in calls)  # the network always sees whole windows
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, 2 * x)
