@@ -149,7 +149,8 @@ def _add_bench(sub):
     p.add_argument("--smoke", action="store_true", help="use the tiny smoke configs (a quick check, not a benchmark)")
     p.add_argument("--memory", action="store_true", help="also measure inference memory at 128^3, 192^3, 256^3")
     p.add_argument("--out", default="bench.json", help="where to write the JSON results")
-    p.add_argument("overrides", nargs=argparse.REMAINDER, help="after --: config overrides for every pipeline")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every pipeline, e.g. --set train.batch_size=2")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -161,7 +162,7 @@ def _cmd_bench(args) -> int:
     from medgen.registry import PIPELINES
 
     names = args.pipelines or [n for n in PIPELINES.names() if n != "toy_denoise"]
-    overrides = [o for o in args.overrides if o != "--"]
+    overrides = list(args.overrides)
     results = []
     for name in names:
         PIPELINES.get(name)  # a clear error for an unknown name
@@ -198,7 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may sit anywhere among the options (`medgen train p -c cfg.yaml a.b=1 --resume`): argparse
+    # leaves those after an option unparsed, so they are collected here.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

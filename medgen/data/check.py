@@ -84,7 +84,7 @@ def _read_voxels(path: Path) -> np.ndarray:
 
 
 def _check_image(report: CheckReport, row: dict, case: str, key: str, kind: str, path: Path, allow_empty: bool,
-                 expect_dims: int | None):
+                 allowed_values, expect_dims: int | None):
     """Fill `row`; return the header (for pair checks) or None when the file is unusable."""
     from medgen.data.io import load_header
 
@@ -119,6 +119,11 @@ def _check_image(report: CheckReport, row: dict, case: str, key: str, kind: str,
             report.add(case, key, path, "label map has non-integer values")
         if (not vals.size or not np.any(vals != 0)) and not allow_empty:
             report.add(case, key, path, "empty mask (no non-zero voxel)")
+        elif allowed_values is not None:
+            extra = sorted(set(np.unique(vals).tolist()) - set(allowed_values))
+            if extra:
+                shown = ", ".join(f"{v:g}" for v in extra[:10])
+                report.add(case, key, path, f"labels outside the expected set {sorted(allowed_values)}: {shown}")
         elif is_binary_mask_key(key):
             uniq = np.unique(vals)
             if not set(uniq.tolist()) <= {0, 1}:
@@ -162,6 +167,8 @@ def check_dataset(dataset_dir: str | os.PathLike, keys: Iterable[str] | None = N
         return report
     report.dataset = str(json_path)
     declared = {str(k): str(v) for k, v in data.get("keys", {}).items()}
+    # Optional "label_values": {"seg": [0, 1, 2, 4]}: the values a label map may hold.
+    label_values = {str(k): [float(x) for x in v] for k, v in (data.get("label_values") or {}).items()}
     if expect_dims is None and isinstance(data.get("spatial_dims"), int):
         expect_dims = int(data["spatial_dims"])
     wanted = list(keys) if keys is not None else None
@@ -201,7 +208,8 @@ def check_dataset(dataset_dir: str | os.PathLike, keys: Iterable[str] | None = N
                         elif kind == "tabular":
                             _check_table(report, row, cid, key, path)
                         elif kind in ("image", "label"):
-                            h = _check_image(report, row, cid, key, kind, path, normal, expect_dims)
+                            h = _check_image(report, row, cid, key, kind, path, normal,
+                                             label_values.get(key), expect_dims)
                             if h is not None and not isinstance(value, list):
                                 headers[key] = (h, path)
                     row["status"] = "ok" if len(report.problems) == n_before else "PROBLEM"

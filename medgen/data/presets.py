@@ -170,7 +170,10 @@ class MRPreset(Preset):
         a = _np(x)
         fg = a > self.threshold
         if mask is not None:
-            fg = fg & (np.broadcast_to(_np(mask), a.shape) > 0)
+            m = _np(mask)
+            if m.shape != a.shape and m.shape[-a.ndim + 1:] != a.shape[1:]:
+                raise DataError(_source_name(meta), f"mask shape {m.shape} does not match the image shape {a.shape}")
+            fg = fg & (np.broadcast_to(m, a.shape) > 0)
         if not fg.any():
             raise DataError(_source_name(meta), f"MR image has no foreground voxels (> {self.threshold} "
                                                 "and inside the mask): cannot normalise")

@@ -122,7 +122,7 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
                 write_json_atomic(manifest_path, manifest)
                 continue
             try:
-                predictions = cascade_predict(stages, case)
+                predictions = cascade_predict(stages, case, getattr(stages[0], "output_name", "output"))
                 files = []
                 for k, (stage, pred) in enumerate(zip(stages, predictions), start=1):
                     suffix = f"stage{k}" if len(stages) > 1 else ""

@@ -32,6 +32,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False  # bit-exact CPU runs (used by the resume tests)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # CPU threads for torch (0: torch's default); 1 is fastest on a loaded machine
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA, off on CPU
     compile: bool = False  # torch.compile the networks (GPU; costs about a minute per shape)
     grad_clip: float = 0.0  # max gradient norm per update, 0 = off

@@ -59,7 +59,8 @@ def evaluate_predictions(predictions: Path, references: Path, out: Path | None =
                 spacing = np.sqrt((ref_affine[:3, :3] ** 2).sum(0))
                 row.update(segmentation_metrics(pred > 0.5, ref > 0.5, spacing=tuple(spacing)))
             else:
-                data_range = f.get("data_range") or float(ref.max() - ref.min())
+                inside = ref[mask] if mask is not None else ref  # the same range as validation uses
+                data_range = f.get("data_range") or float(inside.max() - inside.min()) or 1.0
                 row.update(image_metrics(pred, ref, data_range=data_range, mask=mask))
             rows.append(row)
             if len(pictures) < 4:

@@ -80,6 +80,8 @@ class Trainer:
     # ----- set-up -----------------------------------------------------------------------------
     def setup(self) -> None:
         p = self.pipeline
+        if self.tcfg.threads > 0:
+            torch.set_num_threads(self.tcfg.threads)
         seed_everything(self.tcfg.seed, self.dist.rank, self.tcfg.deterministic)
         p.networks = {k: v.to(self.device) for k, v in p.build_networks().items()}
         for net in p.networks.values():

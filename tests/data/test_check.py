@@ -111,3 +111,22 @@ def test_label_must_be_integer_and_tabular_checked(tmp_path):
     msgs = _messages(check_dataset(tmp_path))
     assert ("a", "mask", "label map has non-integer values") in msgs
     assert any(k == "expr" and "1 missing values" in m for _, k, m in msgs)
+
+
+def test_labels_outside_the_expected_set(tmp_path):
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from medgen.data.check import check_dataset
+
+    seg = np.zeros((6, 6, 6), np.uint8)
+    seg[1:3, 1:3, 1:3] = 2
+    seg[4, 4, 4] = 3  # not a BraTS label
+    nib.save(nib.Nifti1Image(seg, np.eye(4)), tmp_path / "seg.nii.gz")
+    (tmp_path / "dataset.json").write_text(json.dumps({
+        "keys": {"seg": "label"}, "label_values": {"seg": [0, 1, 2, 4]},
+        "training": [{"id": "a", "seg": "seg.nii.gz"}]}))
+    report = check_dataset(tmp_path)
+    assert [p[3] for p in report.problems] == ["labels outside the expected set [0.0, 1.0, 2.0, 4.0]: 3"]

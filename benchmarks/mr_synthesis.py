@@ -1,0 +1,258 @@
+"""Benchmark mr_synthesis (Ea-GANs): cgan vs gEa-GAN vs dEa-GAN vs histogram matching vs voxel-wise regression
+(linear and cubic), on the head phantoms and on the real co-registered subjects of ../shared/data.
+
+    .venv/bin/python benchmarks/mr_synthesis.py [--quick] [--data ../shared/data] [--out benchmarks/results/mr_synthesis]
+
+Every method is scored by the pipeline's own `evaluate_case` (PSNR, SSIM, NMSE, MAE inside the brain mask, in
+the target's units; edge_l1 / edge_corr between Sobel maps of the normalised estimate and target). Baselines are
+fitted on the same training cases the networks train on. Prints per-case tables, training throughput, whole-volume
+inference time and peak memory; writes results.json and preview PNGs to --out.
+
+CPU budget (about 20-25 min on 2 shared cores, the halves --only phantom / --only real in two processes):
+32^3 patches, ngf = ndf = 16, batch 2, 6 epochs (phantoms, ~130 steps) / 4 epochs (real, ~100 steps) per
+variant, lr 2e-3 (10x the paper's 2e-4, to make up for ~1000x fewer updates), the paper's schedule compressed
+proportionally (2/3 constant, 1/3 linear decay, lambda_edge ramp over the first 20/150 of the run). Real subjects
+are cropped to their nonzero bounding box and resampled to 2 mm in a temporary folder (never the repo). A GPU run
+with the paper's settings (128^3 patches, ngf 64, 150 epochs) would take hours, not minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+VARIANTS = ("cgan", "gea", "dea")
+METRICS = ("psnr", "ssim", "nmse", "mae", "edge_l1", "edge_corr")
+# Real subjects (folder, t1, t2, flair), all co-registered within the subject, 1 mm.
+REAL = {
+    "brats_00001": ("mr_synthesis/brats2023_gli_00001_000", "BraTS-GLI-00001-000-t1n.nii.gz",
+                    "BraTS-GLI-00001-000-t2w.nii.gz", "BraTS-GLI-00001-000-t2f.nii.gz"),
+    "cstar_stroke": ("mr_synthesis/cstar_chronic_stroke", "T1.nii.gz", "T2.nii.gz", "FLAIR.nii.gz"),
+    "ms_patient07": ("lesion_da/domainA_ms_ljubljana/patient07", "T1.nii.gz", "T2.nii.gz", "FLAIR.nii.gz"),
+    "ms_patient19": ("lesion_da/domainA_ms_ljubljana/patient19", "T1.nii.gz", "T2.nii.gz", "FLAIR.nii.gz"),
+    "ms_patient26": ("lesion_da/domainA_ms_ljubljana/patient26", "T1.nii.gz", "T2.nii.gz", "FLAIR.nii.gz"),
+    "tcga_du_7294": ("lesion_da/domainB_glioma_tcga/TCGA-DU-7294", "t1.nii.gz", "t2.nii.gz", "flair.nii.gz"),
+    "tcga_fg_6692": ("lesion_da/domainB_glioma_tcga/TCGA-FG-6692", "t1.nii.gz", "t2.nii.gz", "flair.nii.gz"),
+}
+# Fixed split: every source (BraTS, C-STAR, MS, TCGA) in training, MS and TCGA also in test.
+REAL_TRAIN = ("brats_00001", "cstar_stroke", "ms_patient07", "tcga_du_7294")
+REAL_TEST = ("ms_patient19", "ms_patient26", "tcga_fg_6692")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def prepare_real(data: Path, out: Path, spacing: float = 2.0) -> Path:
+    """Crop each subject to its T1 nonzero box, resample to `spacing` mm, write a dataset.json (no brain_mask:
+    the pipeline derives it from the T1's nonzero region)."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    out.mkdir(parents=True, exist_ok=True)
+    entries = {}
+    for cid, (folder, *files) in REAL.items():
+        imgs = [nib.load(data / folder / f) for f in files]
+        arrs = [np.clip(np.asarray(im.dataobj, dtype=np.float32), 0, None) for im in imgs]
+        nz = np.argwhere(arrs[0] > 0)
+        lo, hi = np.maximum(nz.min(0) - 2, 0), np.minimum(nz.max(0) + 3, arrs[0].shape)
+        zooms = np.asarray(imgs[0].header.get_zooms()[:3], dtype=float)
+        factor = zooms / spacing
+        affine = imgs[0].affine.copy()
+        affine[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
+        affine[:3, :3] = affine[:3, :3] / factor
+        entry = {"id": cid}
+        for key, arr in zip(("t1", "t2", "flair"), arrs):
+            crop = arr[tuple(slice(a, b) for a, b in zip(lo, hi))]
+            res = ndimage.zoom(crop, factor, order=1).astype(np.float32)
+            res[res < 1e-3 * max(float(res.max()), 1e-6)] = 0.0
+            path = out / f"{cid}_{key}.nii.gz"
+            img = nib.Nifti1Image(res, affine)
+            img.set_qform(affine, 1)
+            img.set_sform(affine, 1)
+            nib.save(img, path)
+            entry[key] = path.name
+        entries[cid] = entry
+    dataset = {"name": "mr_synthesis_real", "description": "benchmark copy: cropped, 2 mm",
+               "keys": {"t1": "image", "t2": "image", "flair": "image"},
+               "training": [entries[c] for c in REAL_TRAIN], "validation": [], "test": [entries[c] for c in REAL_TEST]}
+    (out / "dataset.json").write_text(json.dumps(dataset, indent=1))
+    return out
+
+
+def run_task(label: str, dataset: Path, target: str, epochs: float, runs: Path, quick: bool, extra=()) -> dict:
+    """Train the three variants and fit the baselines on one task; score every test case."""
+    from medgen.engine.api import build_config, load_trained, train_config
+    from medgen.pipelines.mr_synthesis_baselines import HistogramMatching, PolynomialRegression
+
+    common = [f"data.dataset={dataset}", "data.patch_size=[32,32,32]", f"model.target_key={target}",
+              "model.ngf=16", "model.ndf=16", "train.batch_size=2", f"train.epochs={epochs}",
+              f"model.epochs_constant={epochs * 2 / 3}", f"model.epochs_decay={epochs / 3}",
+              f"model.edge_ramp_epochs={epochs * 20 / 150}", "model.lr=2e-3", "train.progress=off",
+              "train.val_every=100000", "infer.overlap=0.25", "infer.window_batch=8", f"output.root={runs}",
+              "output.overwrite=true", *extra]
+    result = {"task": label, "target": target, "methods": {}, "timing": {}}
+    pipes, preds = {}, {}
+    for variant in VARIANTS:
+        cls, cfg = build_config("mr_synthesis", None, [*common, f"model.variant={variant}", f"output.name={label}_{variant}"])
+        t0 = time.perf_counter()
+        summary = train_config(cls, cfg, overwrite=True)
+        train_s = time.perf_counter() - t0
+        _, _, stages, _ = load_trained(summary["run_dir"], checkpoint="last", device="cpu")
+        pipe = pipes[variant] = stages[-1]
+        steps = summary["steps"]
+        result["timing"][variant] = {"train_s": train_s, "steps": steps, "steps_per_s": steps / train_s,
+                                     "patches_per_s": steps * cfg.train.batch_size / train_s,
+                                     "samples_per_epoch": cfg.train.samples_per_epoch}
+        print(f"[{label}] {variant}: {steps} steps in {train_s:.0f} s ({steps / train_s:.2f} steps/s, "
+              f"{steps * cfg.train.batch_size / train_s:.2f} patches/s), peak RSS {peak_rss_mb():.0f} MB", flush=True)
+    ref = pipes["dea"]
+    train_cases, test_cases = ref.load_cases("training"), ref.load_cases("test")
+    methods = {v: pipes[v] for v in VARIANTS}
+    t0 = time.perf_counter()
+    methods["histogram_matching"] = HistogramMatching(["t1"], target, ref.config.data.mask_key).fit(train_cases)
+    methods["linear_regression"] = PolynomialRegression(["t1"], target, ref.config.data.mask_key, 1).fit(train_cases)
+    methods["poly3_regression"] = PolynomialRegression(["t1"], target, ref.config.data.mask_key, 3).fit(train_cases)
+    result["timing"]["baselines_fit_s"] = time.perf_counter() - t0
+    for name, method in methods.items():
+        rows, times = [], []
+        for case in test_cases:
+            for net in getattr(method, "networks", {}).values():
+                net.eval()
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                pred = method.predict_case(case)
+            times.append(time.perf_counter() - t0)
+            scores = method.evaluate_case(pred, case) if name in VARIANTS else ref.evaluate_case(pred, case)
+            rows.append({"id": case["id"], **{k: float(scores[k]) for k in METRICS}})
+            preds.setdefault(case["id"], {})[name] = pred["output"][0].numpy()
+        result["methods"][name] = {"cases": rows, "mean": {k: float(np.mean([r[k] for r in rows])) for k in METRICS},
+                                   "predict_s_per_volume": float(np.mean(times))}
+    result["volume_shape"] = list(test_cases[0][target].shape[1:])
+    result["n_train"], result["n_test"] = len(train_cases), len(test_cases)
+    result["_cases"] = test_cases
+    result["_preds"] = preds
+    return result
+
+
+def print_task(res: dict) -> None:
+    from medgen.metrics import format_table
+
+    print(f"\n### {res['task']}: t1 -> {res['target']} ({res['n_train']} training, {res['n_test']} test cases; "
+          f"test volume {res['volume_shape']})")
+    rows = []
+    for name, m in res["methods"].items():
+        for r in m["cases"]:
+            rows.append({"case": r["id"], "method": name, **{k: r[k] for k in METRICS}})
+    print(format_table(rows, id_key="case"))
+    print("\nmean over test cases:")
+    print(format_table([{"method": n, **m["mean"], "predict_s": m["predict_s_per_volume"]}
+                        for n, m in res["methods"].items()], id_key="method"))
+
+
+def check_targets(res: dict) -> dict:
+    """The issue's phantom target: dea >= gea >= cgan > both intensity baselines, on PSNR and on the edge score."""
+    mean = {n: m["mean"] for n, m in res["methods"].items()}
+    out = {}
+    for metric, sign in (("psnr", 1), ("edge_corr", 1), ("edge_l1", -1)):
+        v = {n: sign * mean[n][metric] for n in mean}
+        best_base = max(v["histogram_matching"], v["linear_regression"], v["poly3_regression"])
+        out[metric] = {"dea>=gea": v["dea"] >= v["gea"], "gea>=cgan": v["gea"] >= v["cgan"],
+                       "cgan>baselines(hist,linear)": v["cgan"] > max(v["histogram_matching"], v["linear_regression"]),
+                       "cgan>all_baselines(incl.poly3)": v["cgan"] > best_base}
+    return out
+
+
+def save_preview(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    case = res["_cases"][0]
+    preds = res["_preds"][case["id"]]
+    names = ["t1", "target", "histogram_matching", "poly3_regression", "cgan", "gea", "dea"]
+    images = {"t1": case["t1"][0].numpy(), "target": case[res["target"]][0].numpy(), **preds}
+    z = images["t1"].shape[2] // 2
+    fig, axes = plt.subplots(2, len(names), figsize=(1.6 * len(names), 3.4))
+    from medgen.losses import sobel_edges
+
+    for i, name in enumerate(names):
+        img = images[name][:, :, z]
+        edge = sobel_edges(torch.from_numpy(images[name])[None, None].float())[0, 0, :, :, z].numpy()
+        axes[0, i].imshow(np.rot90(img), cmap="gray", vmin=-1, vmax=1)
+        axes[1, i].imshow(np.rot90(edge), cmap="magma", vmin=-1, vmax=1)
+        axes[0, i].set_title(name.replace("_regression", "").replace("histogram_matching", "hist. match"), fontsize=7)
+        for ax in axes[:, i]:
+            ax.axis("off")
+    fig.suptitle(f"{res['task']}: {case['id']} (top: image, bottom: Sobel edge map)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "mr_synthesis"))
+    parser.add_argument("--quick", action="store_true", help="a 2-minute smoke run of the benchmark itself")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared 2-core machine)")
+    parser.add_argument("--only", choices=("all", "phantom", "real"), default="all",
+                        help="run one half (results_<half>.json), e.g. the two halves in two processes")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from medgen.data.phantoms import write_phantom_dataset
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} thread(s)"
+    report = {"device": device, "settings": {}, "tasks": {}}
+    with tempfile.TemporaryDirectory(prefix="mrs_bench_") as tmp:
+        tmp = Path(tmp)
+        n_cases, ph_epochs, real_epochs = (8, 1.0, 0.2) if args.quick else (16, 6.0, 4.0)
+        head = write_phantom_dataset("head", tmp / "head", n_cases=n_cases, seed=0, shape=(48, 48, 48))
+        tasks = [("phantom_t1_t2", head.parent, "t2", ph_epochs), ("phantom_t1_flair", head.parent, "flair", ph_epochs)]
+        if args.only == "real":
+            tasks = []
+        data = Path(args.data)
+        if args.only == "phantom":
+            pass
+        elif data.is_dir():
+            real = prepare_real(data, tmp / "real")
+            tasks += [("real_t1_t2", real, "t2", real_epochs), ("real_t1_flair", real, "flair", real_epochs)]
+        else:
+            print(f"real data folder {data} is absent: phantoms only")
+        report["settings"] = {"phantom_cases": n_cases, "phantom_shape": [48, 48, 48], "phantom_epochs": ph_epochs,
+                              "real_epochs": real_epochs, "patch": 32, "ngf": 16, "batch": 2, "lr": 2e-3,
+                              "real_split": {"training": REAL_TRAIN, "test": REAL_TEST}, "real_spacing_mm": 2.0}
+        for label, dataset, target, epochs in tasks:
+            res = run_task(label, dataset, target, epochs, tmp / "runs", args.quick)
+            print_task(res)
+            if label.startswith("phantom"):
+                res["targets"] = check_targets(res)
+                print("targets:", json.dumps(res["targets"]))
+            save_preview(res, out / f"{label}.png")
+            report["tasks"][label] = {k: v for k, v in res.items() if not k.startswith("_")}
+            print(f"elapsed {time.perf_counter() - t_start:.0f} s, peak RSS {peak_rss_mb():.0f} MB", flush=True)
+    report["peak_rss_mb"] = peak_rss_mb()
+    report["wall_s"] = time.perf_counter() - t_start
+    if torch.cuda.is_available():
+        report["max_cuda_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    name = "results.json" if args.only == "all" else f"results_{args.only}.json"
+    (out / name).write_text(json.dumps(report, indent=1))
+    print(f"\ntotal {report['wall_s']:.0f} s, peak RSS {report['peak_rss_mb']:.0f} MB; wrote {out}/{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

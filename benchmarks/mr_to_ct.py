@@ -1,0 +1,253 @@
+"""mr_to_ct benchmark: the context-aware FCN-GAN (Nie et al. 2017) against every baseline of issue 6, on the
+head phantoms (true HU known) and on the template pair in ../shared/data/mr_to_ct (real-image path).
+
+Methods (same split, same seed, same CPU-shortened settings):
+  bulk density           one HU value inside the head (training mean), air outside
+  intensity->HU          mean HU per normalised-MR-intensity bin (tissue class by intensity)
+  FCN                    the valid-conv FCN alone (voxel loss only)
+  FCN+GAN                + CT discriminator (BCE), no gradient difference loss
+  FCN+GAN+GDL (stage 1)  + GDL: the full model before auto-context (= stage 1 of the full run)
+  full (ACM stage 2)     + auto-context: stage 2 sees [MR, stage-1 CT]
+
+Prints per-case tables, training throughput, whole-volume inference time and peak memory; writes
+benchmarks/results/mr_to_ct/results.json and preview PNGs. Usage: python benchmarks/mr_to_ct.py [--steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "mr_to_ct"
+SHARED = REPO.parent / "shared" / "data" / "mr_to_ct" / "template_pair_mni2mm"
+COLS = ["mae", "mae_air", "mae_soft", "mae_bone", "psnr", "ssim", "bone_dice"]
+
+
+def cpu_overrides(steps: int) -> list[str]:
+    """Paper geometry (9^3 valid convs, 32^3 -> 16^3 patches, 2 stages); quarter-width layers and short
+    training so the whole benchmark fits about 20 minutes on 2 shared CPU cores."""
+    return ["model.channels=[8,8,8,8,16,16,16,8]", "model.d_channels=[8,16,16,8]", "model.lr=5e-3",
+            "model.lr_d=2e-4", "model.betas=[0.5,0.999]", "model.lr_decay_every=0", f"train.iterations={steps}",
+            "train.batch_size=4", f"train.val_every={max(steps // 3, 1)}", "train.progress=off",
+            "infer.window=[64,64,64]", "infer.overlap=0.25"]
+
+
+VARIANTS = {  # name -> overrides on top of cpu_overrides
+    "FCN": ["model.adversarial=false", "model.lambda_gdl=0", "model.stages=1"],
+    "FCN+GAN": ["model.lambda_gdl=0", "model.stages=1"],
+    "full": ["model.stages=2"],  # stage 1 = FCN+GAN+GDL, stage 2 = + auto-context
+}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def train_variant(name, dataset, runs, steps, extra=()):
+    from medgen.engine.api import build_config, load_trained, train_config
+
+    overrides = [f"data.dataset={dataset}", f"output.root={runs}", f"output.name={name.replace('+', '_')}",
+                 "output.overwrite=true", *cpu_overrides(steps), *VARIANTS[name], *extra]
+    cls, cfg = build_config("mr_to_ct", None, overrides)
+    t0 = time.perf_counter()
+    train_config(cls, cfg, overwrite=True)
+    seconds = time.perf_counter() - t0
+    _, cfg, stages, _ = load_trained(Path(runs) / "mr_to_ct" / name.replace("+", "_"), device="auto")
+    n_steps = steps * len(stages)
+    info = {"train_s": seconds, "steps": n_steps, "steps_per_s": n_steps / seconds,
+            "patches_per_s": n_steps * cfg.train.batch_size / seconds, "stages": len(stages)}
+    print(f"  trained {name}: {len(stages)} stage(s) x {steps} steps in {seconds:.0f} s "
+          f"({info['steps_per_s']:.2f} steps/s, {info['patches_per_s']:.1f} patches/s incl. validation)", flush=True)
+    return stages, info
+
+
+def evaluate_all(dataset, runs, steps, label, extra=(), previews=1):
+    """Train the variants, fit the baselines, score every test case in HU against the raw reference CT."""
+    from medgen.data.io import load_image
+    from medgen.engine.cascade import cascade_predict
+    from medgen.pipelines.mr_to_ct_baselines import BulkDensity, IntensityRegression
+    from medgen.pipelines.mr_to_ct_data import ct_metrics
+
+    trained, timing = {}, {}
+    for name in VARIANTS:
+        trained[name], timing[name] = train_variant(name, dataset, runs, steps, extra)
+    ref_pipe = trained["full"][0]
+    window = ref_pipe.config.data.hu_window
+    train_cases = ref_pipe.load_cases("training")
+    baselines = {"bulk density": BulkDensity(window).fit(train_cases),
+                 "intensity->HU": IntensityRegression(window=window).fit(train_cases)}
+    rows, infer_s, pictures = [], {}, []
+    test_cases = trained["full"][-1].load_cases("test")
+    for case in test_cases:
+        ref_hu = np.asarray(load_image(case["paths"]["ct"]))[0]
+        mask = case["mask"].numpy()[0] > 0
+        preds = {}
+        for name, b in baselines.items():
+            preds[name] = b.predict_normalised(case, ref_pipe)
+        for name, stages in trained.items():
+            t0 = time.perf_counter()
+            out = cascade_predict(stages, case)
+            infer_s.setdefault(name, []).append(time.perf_counter() - t0)
+            if name == "full":
+                preds["FCN+GAN+GDL (stage 1)"] = out[0]["output"]
+                preds["full (ACM stage 2)"] = out[1]["output"]
+            else:
+                preds[name] = out[-1]["output"]
+        for method, pred in preds.items():
+            hu = ref_pipe.to_source_units(case, pred, ref_pipe.ct_params())[0]
+            row = {"set": label, "id": case["id"], "method": method,
+                   **ct_metrics(hu, ref_hu, mask, data_range=window[1] - window[0])}
+            rows.append(row)
+        if len(pictures) < previews:
+            pictures.append(save_preview(case, ref_hu, preds, ref_pipe, RESULTS / f"{label}_{case['id']}.png"))
+    return rows, timing, {k: float(np.mean(v)) for k, v in infer_s.items()}, pictures, len(train_cases), len(test_cases)
+
+
+def save_preview(case, ref_hu, preds, pipe, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = int(np.argmax((case["mask"].numpy()[0] > 0).sum((0, 1))))  # the axial slice with most head
+    k = min(max(k, 0), ref_hu.shape[2] - 1)
+    panels = [("MR (normalised)", case["mr"].numpy()[0][..., k], (-1, 1)), ("reference CT", ref_hu[..., k], (-1000, 1500))]
+    for name in ("intensity->HU", "FCN", "FCN+GAN", "FCN+GAN+GDL (stage 1)", "full (ACM stage 2)"):
+        if name in preds:
+            hu = pipe.to_source_units(case, preds[name], pipe.ct_params())[0]
+            panels.append((name, hu[..., k], (-1000, 1500)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.0 * len(panels), 2.3), dpi=60)
+    for ax, (title, img, rng) in zip(axes, panels):
+        ax.imshow(np.rot90(img), cmap="gray", vmin=rng[0], vmax=rng[1])
+        ax.set_title(title, fontsize=6)
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path.relative_to(REPO))
+
+
+def template_dataset(folder: Path) -> Path:
+    """The shared template pair as a 2-case dataset: CT converted from Cormack units to HU, a head mask from
+    the CT, the left half (i < 45) for training and the right half (i >= 46) for testing (no validation)."""
+    import nibabel as nib
+
+    from medgen.pipelines.mr_to_ct_data import check_ct_units, cormack_to_hu, head_mask_from_ct
+
+    ct_img = nib.load(str(SHARED / "CT_template_scct.nii"))
+    mr_img = nib.load(str(SHARED / "T1_template_spm_oldnorm.nii"))
+    raw = ct_img.get_fdata(dtype=np.float32)
+    print(f"  template CT as stored: min {raw.min():.0f}, max {raw.max():.0f} (not HU); ", end="")
+    hu = cormack_to_hu(raw)
+    check_ct_units(hu)
+    mask = head_mask_from_ct(hu)
+    print(f"after Cormack -> HU: min {hu.min():.0f}, max {hu.max():.0f} HU, head mask {mask.mean():.0%} of the grid")
+    folder.mkdir(parents=True, exist_ok=True)
+    cases = {}
+    for cid, sl in (("left", slice(0, 45)), ("right", slice(46, None))):
+        entry = {"id": cid}
+        for key, img in (("mr", nib.Nifti1Image(mr_img.get_fdata(dtype=np.float32), mr_img.affine)),
+                         ("ct", nib.Nifti1Image(hu, ct_img.affine)),
+                         ("mask", nib.Nifti1Image(mask.astype(np.uint8), ct_img.affine))):
+            part = img.slicer[sl]
+            path = folder / f"{cid}_{key}.nii.gz"
+            nib.save(part, str(path))
+            entry[key] = path.name
+        cases[cid] = entry
+    data = {"name": "template_pair_mni2mm", "keys": {"mr": "image", "ct": "image", "mask": "label"},
+            "training": [cases["left"]], "validation": [], "test": [cases["right"]]}
+    (folder / "dataset.json").write_text(json.dumps(data, indent=1))
+    return folder
+
+
+def table(rows, methods=None):
+    from medgen.metrics import format_table
+
+    return format_table([{c: r[c] for c in ["id", "method", *COLS]} for r in rows])
+
+
+def summary(rows):
+    out = {}
+    for r in rows:
+        out.setdefault(r["method"], []).append(r)
+    return {m: {c: float(np.nanmean([r[c] for r in rs])) for c in COLS} for m, rs in out.items()}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=300, help="training steps per stage on the phantoms")
+    ap.add_argument("--template-steps", type=int, default=120, help="training steps per stage on the template pair")
+    ap.add_argument("--cases", type=int, default=16, help="phantom subjects (split about 70/10/20)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    from medgen.data.phantoms import write_phantom_dataset
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    results = {"settings": {**vars(args), "cpu_overrides": cpu_overrides(args.steps), "variants": VARIANTS,
+                            "device": "cuda" if torch.cuda.is_available() else "cpu",
+                            "torch": torch.__version__}}
+    with tempfile.TemporaryDirectory(prefix="mrct_bench_") as tmp:
+        tmp = Path(tmp)
+        print(f"== phantoms: {args.cases} head subjects, 48^3 at 4 mm, seed 11", flush=True)
+        head = write_phantom_dataset("head", tmp / "head", n_cases=args.cases, seed=11, shape=(48, 48, 48)).parent
+        split = json.loads((head / "dataset.json").read_text())
+        results["phantom_split"] = {s: [c["id"] for c in split[s]] for s in ("training", "validation", "test")}
+        rows, timing, infer_s, pics, n_train, n_test = evaluate_all(head, tmp / "runs", args.steps, "phantom", previews=2)
+        print(f"\nphantom test cases ({n_test} held out; {n_train} training), MAE in HU inside the head mask, per-region "
+              "MAE inside the mask dilated by 2 voxels, PSNR / SSIM over [-1000, 2000] HU (range 3000), bone Dice > 250 HU")
+        print(table(rows))
+        summ = summary(rows)
+        print("\nmean over phantom test cases")
+        print(table([{"id": "mean", "method": m, **v} for m, v in summ.items()]))
+        results["phantom"] = {"rows": rows, "summary": summ, "train": timing, "infer_s_per_volume": infer_s,
+                              "previews": pics}
+        full, fcn = summ["full (ACM stage 2)"], summ["FCN"]
+        others = [m for m in summ if m != "full (ACM stage 2)"]
+        target_mae = all(full["mae"] < summ[m]["mae"] for m in others)
+        target_dice = full["bone_dice"] > summ["FCN+GAN"]["bone_dice"]
+        results["targets"] = {"full_lowest_mae": target_mae, "full_bone_dice_above_fcn_gan_without_gdl": target_dice,
+                              "full_bone_dice_above_fcn": full["bone_dice"] > fcn["bone_dice"]}
+        print(f"\ntarget: full model lowest MAE of all methods: {'MET' if target_mae else 'NOT MET'}; "
+              f"bone Dice above FCN+GAN without GDL: {'MET' if target_dice else 'NOT MET'} "
+              f"({full['bone_dice']:.3f} vs {summ['FCN+GAN']['bone_dice']:.3f}; plain FCN {fcn['bone_dice']:.3f})")
+        print("\ntraining throughput / inference (whole 48^3 volume, all stages of the method):")
+        for name, t in timing.items():
+            print(f"  {name:8s} {t['steps_per_s']:.2f} steps/s, {t['patches_per_s']:.1f} patches/s, "
+                  f"{t['train_s']:.0f} s for {t['steps']} steps; inference {infer_s[name]:.2f} s / volume")
+
+        if SHARED.is_dir():
+            print(f"\n== template pair ({SHARED.name}): template-level, one subject-free pair, left half trains, right half tests")
+            ds = template_dataset(tmp / "template")
+            trows, ttiming, tinfer, tpics, _, _ = evaluate_all(ds, tmp / "runs_t", args.template_steps, "template",
+                                                               extra=["data.phantom_dir=" + str(tmp)], previews=1)
+            print(table(trows))
+            results["template"] = {"rows": trows, "train": ttiming, "infer_s_per_volume": tinfer, "previews": tpics}
+        else:
+            print(f"\n(template pair skipped: {SHARED} is absent)")
+    results["peak_rss_mb"] = peak_rss_mb()
+    if torch.cuda.is_available():
+        results["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    results["total_s"] = time.perf_counter() - t_all
+    print(f"\npeak RSS {results['peak_rss_mb']:.0f} MB; total {results['total_s'] / 60:.1f} min")
+    (RESULTS / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    print(f"wrote {RESULTS / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    sys.exit(main())
