@@ -23,6 +23,15 @@ def _load_array(path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(image, dtype=np.float32), np.asarray(image.affine)
 
 
+def _pipeline_evaluator(name):
+    """A pipeline's own `evaluate_predictions(predictions, references, out, split)` classmethod, if any."""
+    if not name:
+        return None
+    from medgen.registry import PIPELINES
+
+    return getattr(PIPELINES.get(name), "evaluate_predictions", None) if name in PIPELINES else None
+
+
 def evaluate_predictions(predictions: Path, references: Path, out: Path | None = None, split: str = "test") -> dict:
     from medgen.data.datalist import load_datalist
     from medgen.engine.previews import save_montage
@@ -32,6 +41,9 @@ def evaluate_predictions(predictions: Path, references: Path, out: Path | None =
     if not manifest_path.exists():
         raise MedgenError(f"{predictions}: no manifest.json (write predictions with `medgen infer` first)")
     manifest = json.loads(manifest_path.read_text())
+    own = _pipeline_evaluator(manifest.get("pipeline"))
+    if own is not None:  # matrices, anomaly scores: the pipeline knows how to score its own outputs
+        return own(predictions, references, out, split=split)
     datalist = load_datalist(references)
     cases = {c["id"]: c for s in ("training", "validation", "test") for c in getattr(datalist, s)}
     out = out or predictions.parent / "eval"

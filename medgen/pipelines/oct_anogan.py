@@ -533,6 +533,17 @@ class OCTAnoGAN(Pipeline):
 
     # ----- demo ----------------------------------------------------------------------------------------------
     @classmethod
+    def evaluate_predictions(cls, predictions, references=None, out=None, split: str = "test") -> dict:
+        """`medgen evaluate` hook: image ROC / PR AUC, pixel AUC and sensitivity / specificity at the threshold
+        chosen on validation normals (scores.csv + anomaly maps against the dataset's labels and masks)."""
+        from medgen.metrics import format_table
+
+        metrics = evaluate_anomaly(predictions, references, out, split=split)
+        shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        out = Path(out) if out else Path(predictions).parent / "eval"
+        return {"summary": metrics, "table": format_table([dict(id=split, **shown)]), "report": str(out / "metrics.json")}
+
+    @classmethod
     def demo(cls, data_root, runs_root, seed: int = 0) -> dict:
         """Quick f-AnoGAN vs autoencoder run on the OCT phantoms (about 1-2 min on 2 CPU cores):
         32 x 32 patches, small networks, a few hundred steps. Not the paper's settings."""

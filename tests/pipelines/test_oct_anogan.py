@@ -80,6 +80,9 @@ def test_end_to_end_resume_infer_evaluate(tmp_path):
     assert metrics["n_normal"] == 2 and metrics["n_abnormal"] == 2
     assert 0.0 <= metrics["roc_auc"] <= 1.0 and "pixel_auc" in metrics and "sensitivity" in metrics
     assert (out.parent / "eval" / "roc.png").exists() and (out.parent / "eval" / "pr.png").exists()
+    from medgen.cli import main  # `medgen evaluate` dispatches to the pipeline's own scoring
+
+    assert main(["evaluate", str(out), str(dataset)]) == 0
     # written outputs are never overwritten silently
     _, _, stages, _ = __import__("medgen.engine.api", fromlist=["load_trained"]).load_trained(run, device="cpu")
     p = stages[0]
