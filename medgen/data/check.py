@@ -222,10 +222,10 @@ def check_dataset(dataset_dir: str | os.PathLike, keys: Iterable[str] | None = N
         if not path.exists():
             report.add("tables", name, path, "missing file")
         elif "label" in name:  # label tables are categorical: they only need to load
-            from medgen.data.tabular import _read_table
+            from medgen.data.tabular import read_table
 
             try:
-                _read_table(path)
+                read_table(path)
             except DataError as err:
                 report.add("tables", name, path, err.problem)
         else:

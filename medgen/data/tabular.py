@@ -15,7 +15,7 @@ from medgen.errors import ConfigError, DataError
 TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")
 
 
-def _read_table(path: Path, index_col: int | str | None = 0):
+def read_table(path: Path, index_col: int | str | None = 0):
     import pandas as pd
 
     if not path.exists():
@@ -55,7 +55,7 @@ def load_matrix(path: str | os.PathLike, orientation: str = "samples_x_features"
     path = Path(path)
     if orientation not in ("samples_x_features", "features_x_samples"):
         raise ConfigError(f"orientation must be 'samples_x_features' or 'features_x_samples', got {orientation!r}")
-    df = _read_table(path, index_col)
+    df = read_table(path, index_col)
     if orientation == "features_x_samples":
         df = df.T
     if df.shape[0] == 0 or df.shape[1] == 0:
@@ -84,7 +84,7 @@ def load_matrix(path: str | os.PathLike, orientation: str = "samples_x_features"
 def load_labels(path: str | os.PathLike, index: Iterable[str] | None = None, column: str | None = None):
     """A label Series (e.g. subtype groups) indexed by sample id, reordered to `index` when given."""
     path = Path(path)
-    df = _read_table(path)
+    df = read_table(path)
     if df.shape[1] == 0:
         raise DataError(path, "label table has no columns")
     if column is None:

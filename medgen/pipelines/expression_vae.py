@@ -233,9 +233,9 @@ class ExpressionVAE(Pipeline):
         labels = pd.DataFrame(index=df.index)
         if d.labels_key in info["tables"]:
             lpath = info["tables"][d.labels_key]
-            from medgen.data.tabular import _read_table
+            from medgen.data.tabular import read_table
 
-            columns = list(d.label_columns) or [str(c) for c in _read_table(lpath).columns]
+            columns = list(d.label_columns) or [str(c) for c in read_table(lpath).columns]
             for col in columns:
                 labels[col] = label_strings(load_labels(lpath, index=df.index, column=col))
         elif d.label_columns:
