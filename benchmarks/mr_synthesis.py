@@ -108,7 +108,7 @@ def run_task(label: str, dataset: Path, target: str, epochs: float, runs: Path, 
         summary = train_config(cls, cfg, overwrite=True)
         train_s = time.perf_counter() - t0
         _, _, stages, _ = load_trained(summary["run_dir"], checkpoint="last", device="cpu")
-        pipe = pipes[variant] = stages[-1]
+        pipes[variant] = stages[-1]
         steps = summary["steps"]
         result["timing"][variant] = {"train_s": train_s, "steps": steps, "steps_per_s": steps / train_s,
                                      "patches_per_s": steps * cfg.train.batch_size / train_s,
