@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from medgen.config import from_dict, load_config
 from medgen.engine import distributed as ddp
 from medgen.engine.cascade import cascade_predict, load_stage_weights, stage_dirs
@@ -62,7 +64,8 @@ def _shared_timestamp() -> str:
     return ddp.gather_objects(stamp)[0]
 
 
-def load_trained(run_or_ckpt, checkpoint: str = "best", device: str = "auto", dataset: str | None = None):
+def load_trained(run_or_ckpt, checkpoint: str = "best", device: str = "auto", dataset: str | None = None,
+                 local_rank: int = 0):
     """Rebuild the trained stages of a run (or one checkpoint) for inference. Returns (cls, cfg, stages, run_dir)."""
     path = Path(run_or_ckpt)
     if path.is_file():
@@ -83,7 +86,7 @@ def load_trained(run_or_ckpt, checkpoint: str = "best", device: str = "auto", da
     cfg = from_dict(cls.config_class, state["config"])
     if dataset:
         cfg.data.dataset = str(dataset)
-    dev = resolve_device(device)
+    dev = resolve_device(device, local_rank)
     stages = []
     for k, ckpt in enumerate(ckpts, start=1):
         stage = cls(cfg, dev, stage=k, previous=tuple(stages))
@@ -92,48 +95,77 @@ def load_trained(run_or_ckpt, checkpoint: str = "best", device: str = "auto", da
     return cls, cfg, stages, run_dir
 
 
+def _read_manifest(out: Path, pipeline: str) -> dict:
+    """manifest.json merged with the per-rank parts a distributed run left (a crash before the merge)."""
+    path = out / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {"pipeline": pipeline, "cases": {}}
+    for part in sorted(out.glob("manifest.rank*.json")):
+        manifest["cases"].update(json.loads(part.read_text()).get("cases", {}))
+    return manifest
+
+
 def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "best", overwrite: bool = False,
           device: str = "auto") -> dict:
     """Predict every case of a split and write the outputs in the source geometry.
 
     One failing case does not stop the others; it is listed in `manifest.json` with its error. Cases whose
-    outputs already exist are skipped (a rerun does only what is missing) unless `overwrite`.
+    outputs already exist are skipped (a rerun does only what is missing) unless `overwrite`. Under
+    torchrun the remaining cases are split across ranks; each rank records its cases in its own
+    `manifest.rank<r>.json`, which rank 0 merges into `manifest.json` at the end (and a rerun merges too).
     """
-    cls, cfg, stages, run_dir = load_trained(run, checkpoint, device, dataset)
+    dist = ddp.init_distributed(device)
+    cls, cfg, stages, run_dir = load_trained(run, checkpoint, device, dataset, local_rank=dist.local_rank)
     out = Path(out) if out else Path(run_dir) / "predictions"
-    out.mkdir(parents=True, exist_ok=True)
-    manifest_path = out / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"pipeline": cls.name, "cases": {}}
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    ddp.barrier()
+    manifest = _read_manifest(out, cls.name)
     manifest["dataset"] = cfg.data.dataset
+    mine = {"pipeline": cls.name, "cases": {}}
+    part_path = out / (f"manifest.rank{dist.rank}.json" if dist.enabled else "manifest.json")
     splits = ("training", "validation", "test") if split == "all" else (split,)
     written = skipped = failed = 0
+    output_key = getattr(stages[0], "output_name", "output")
     for split_name in splits:
         done = set() if overwrite else {
             cid for cid, e in manifest["cases"].items()
             if e.get("status") == "ok" and e.get("split") == split_name and all(Path(f["path"]).exists() for f in e["files"])
         }
-        skipped += len(done)
+        ids = stages[0].case_ids(split_name)
+        skipped += len(done & set(ids))
+        todo = [cid for cid in ids if cid not in done]
+        assigned = set(todo[dist.rank :: dist.world_size])
         # Stage 1 loads plain cases; cascade_predict runs every stage on each one.
-        for case in stages[0].iter_cases(split_name, skip=done):
+        for case in stages[0].iter_cases(split_name, skip=set(ids) - assigned):
             case_id = case["id"]
             if "error" in case:  # could not be loaded: record it and go on with the others
-                manifest["cases"][case_id] = {"status": "failed", "split": split_name, "error": case["error"], "files": []}
+                mine["cases"][case_id] = {"status": "failed", "split": split_name, "error": case["error"], "files": []}
                 failed += 1
-                write_json_atomic(manifest_path, manifest)
-                continue
-            try:
-                predictions = cascade_predict(stages, case, getattr(stages[0], "output_name", "output"))
-                files = []
-                for k, (stage, pred) in enumerate(zip(stages, predictions), start=1):
-                    suffix = f"stage{k}" if len(stages) > 1 else ""
-                    files += stage.write_outputs(case, pred, out, overwrite=True, suffix=suffix)
-                manifest["cases"][case_id] = {"status": "ok", "split": split_name, "files": files}
-                written += 1
-            except MedgenError as exc:
-                manifest["cases"][case_id] = {"status": "failed", "split": split_name, "error": str(exc), "files": []}
-                failed += 1
-            write_json_atomic(manifest_path, manifest)
-    return {"out": str(out), "written": written, "skipped": skipped, "failed": failed, "manifest": str(manifest_path)}
+            else:
+                try:
+                    predictions = cascade_predict(stages, case, output_key)
+                    files = []
+                    for k, (stage, pred) in enumerate(zip(stages, predictions), start=1):
+                        suffix = f"stage{k}" if len(stages) > 1 else ""
+                        files += stage.write_outputs(case, pred, out, overwrite=True, suffix=suffix)
+                    mine["cases"][case_id] = {"status": "ok", "split": split_name, "files": files}
+                    written += 1
+                except MedgenError as exc:
+                    mine["cases"][case_id] = {"status": "failed", "split": split_name, "error": str(exc), "files": []}
+                    failed += 1
+            record = mine if dist.enabled else dict(manifest, cases={**manifest["cases"], **mine["cases"]})
+            write_json_atomic(part_path, record)
+    counts = ddp.reduce_sums({"written": written, "failed": failed}, torch.device("cpu"))
+    ddp.barrier()
+    if dist.enabled and dist.is_main:  # merge the ranks' parts into the one manifest
+        merged = _read_manifest(out, cls.name)
+        merged["dataset"] = cfg.data.dataset
+        write_json_atomic(out / "manifest.json", merged)
+        for part in out.glob("manifest.rank*.json"):
+            part.unlink()
+    ddp.barrier()
+    return {"out": str(out), "written": int(counts["written"]), "skipped": skipped, "failed": int(counts["failed"]),
+            "manifest": str(out / "manifest.json"), "rank": dist.rank, "world_size": dist.world_size}
 
 
 def evaluate(predictions, references, out=None, run=None, split: str = "test") -> dict:

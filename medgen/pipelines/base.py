@@ -98,6 +98,10 @@ class Pipeline:
         """Whole cases of a split, loaded and normalised, for validation and inference."""
         raise NotImplementedError(f"pipeline '{self.name}' does not load dataset cases")
 
+    def case_ids(self, split: str) -> list[str]:
+        """The ids of a split's cases, in order (inference splits them across ranks)."""
+        return [c["id"] for c in self.load_cases(split)]
+
     def iter_cases(self, split: str, skip=()):
         """Cases one at a time for inference, leaving out the ids in `skip`; a case that fails to load
         is yielded as {"id", "split", "error"}."""

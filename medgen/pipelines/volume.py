@@ -131,6 +131,9 @@ class VolumePipeline(Pipeline):
             self._cases[split] = cases
         return self._cases[split]
 
+    def case_ids(self, split: str) -> list[str]:
+        return [str(c.get("id")) for c in self.datalist().split(split)]
+
     def iter_cases(self, split: str, skip=()):
         """Cases of a split one at a time (inference over large datasets keeps one in memory), leaving out
         the ids in `skip`. A case that cannot be loaded is yielded as {"id", "split", "error"} so the

@@ -23,3 +23,32 @@ def test_two_gloo_ranks_keep_identical_replicas(tmp_path):
     assert len(state["rng"]) == 2 and state["step"] == 6  # both ranks' RNG states are kept
     # Ranks drew different data: their RNG states differ, yet the weights agree.
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+
+
+def test_batch_inference_split_across_ranks(tmp_path):
+    import json
+
+    import tests.pipelines.volume_example  # noqa: F401
+    from medgen.data.phantoms import write_phantom_dataset
+    from medgen.engine.api import build_config, train_config
+
+    data = tmp_path / "data"
+    dataset = write_phantom_dataset("head", data, n_cases=8, seed=2, shape=(16, 16, 16))
+    cls, cfg = build_config("volume_example", None, [f"data.dataset={data}", "data.patch_size=[16,16,16]",
+                                                     "train.iterations=2", "train.progress=off",
+                                                     f"output.root={tmp_path}", "output.name=r"])
+    train_config(cls, cfg)
+    run = tmp_path / "volume_example" / "r"
+    script = Path(__file__).with_name("dist_infer.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534",
+           str(script), str(run), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    test_ids = [c["id"] for c in json.loads(dataset.read_text())["test"]]
+    manifest = json.loads((run / "predictions" / "manifest.json").read_text())
+    assert sorted(manifest["cases"]) == sorted(test_ids)  # every case once, merged from both ranks
+    assert all(e["status"] == "ok" for e in manifest["cases"].values())
+    assert not list((run / "predictions").glob("manifest.rank*.json"))
+    results = [json.loads((tmp_path / f"infer_rank{r}.json").read_text()) for r in (0, 1)]
+    assert results[0]["written"] == results[1]["written"] == len(test_ids)  # summed over ranks
