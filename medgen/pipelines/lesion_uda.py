@@ -132,9 +132,10 @@ class LesionUDAConfig(PipelineConfig):
 
 
 def gap_closed(dice_source_only: float, dice_uda: float, dice_target_supervised: float) -> float:
-    """(Dice_uda - Dice_source_only) / (Dice_target_supervised - Dice_source_only); NaN when there is no gap."""
+    """(Dice_uda - Dice_source_only) / (Dice_target_supervised - Dice_source_only); NaN when there is no gap
+    to close (target-supervised not above source-only: the ratio would mean nothing)."""
     gap = dice_target_supervised - dice_source_only
-    if not np.isfinite(gap) or abs(gap) < 1e-9:
+    if not np.isfinite(gap) or gap < 1e-9:
         return float("nan")
     return float((dice_uda - dice_source_only) / gap)
 

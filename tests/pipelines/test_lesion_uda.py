@@ -228,6 +228,7 @@ def test_unet_segmenter_features_and_step(phantoms, tmp_path):
 def test_gap_closed_and_protocol_shift():
     assert L.gap_closed(0.2, 0.5, 0.6) == pytest.approx(0.75)
     assert np.isnan(L.gap_closed(0.5, 0.6, 0.5))
+    assert np.isnan(L.gap_closed(0.03, 0.01, 0.0))  # no gap when target-supervised is not above source-only
     rng = np.random.default_rng(0)
     brain = np.zeros((12, 12, 12), bool)
     brain[2:10, 2:10, 2:10] = True
