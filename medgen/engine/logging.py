@@ -114,13 +114,14 @@ class RunLogger:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        train_keys = sorted({k for r in self.history for k in r if not k.startswith("val_") and k not in ("step", "time_s")})
+        # Losses only on the left: rates and schedule values (steps_per_s, lambda_*, alpha, beta) live in metrics.csv.
+        train_keys = sorted({k for r in self.history for k in r if k.startswith("loss")})
         val_keys = sorted({k for r in self.history for k in r if k.startswith("val_")})
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for key in train_keys:
             pts = [(r["step"], r[key]) for r in self.history if key in r and math.isfinite(r[key])]
             if pts:
-                axes[0].plot(*zip(*pts), label=key, lw=1)
+                axes[0].plot(*zip(*pts), "o-" if len(pts) < 20 else "-", label=key, lw=1, ms=3)
         axes[0].set_xlabel("step")
         axes[0].set_title("training")
         if train_keys:

@@ -16,16 +16,6 @@ from medgen.pipelines.expression_vae_eval import association_tests, evaluate_run
 FAST = ["train.progress=off", "train.log_every=5", "evaluation.cv_folds=3"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads spin-wait (about 10x slower for these
-    tiny matrices)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory):
     root = tmp_path_factory.mktemp("expr")

@@ -19,15 +19,6 @@ from medgen.pipelines.lesion_uda_parts import UNetSegmenter, protocol_shift
 SMOKE = "configs/lesion_uda_smoke.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """3D convs on a shared 2-core machine run several times faster on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory):
     root = tmp_path_factory.mktemp("lesion_uda")

@@ -24,15 +24,6 @@ from medgen.pipelines.mr_synthesis_baselines import HistogramMatching, Polynomia
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "mr_synthesis_smoke.yaml"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The tests run on a shared 2-core machine: two intra-op threads there spin against each other.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def head(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mrs")

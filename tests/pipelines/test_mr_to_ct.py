@@ -23,15 +23,6 @@ SMOKE = Path(__file__).resolve().parents[2] / "configs" / "mr_to_ct_smoke.yaml"
 MARGIN = 0.85
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # 2 OpenMP threads on a shared, oversubscribed 2-core machine were ~30x slower than 1 in our runs.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     root = tmp_path_factory.mktemp("mrct")

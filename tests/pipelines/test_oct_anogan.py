@@ -18,14 +18,6 @@ from medgen.errors import ConfigError, DataError, MedgenError
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "oct_anogan_smoke.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine's 2 cores are shared: one thread is faster
-    yield
-    torch.set_num_threads(n)
-
-
 def _cfg(tmp_path, *overrides, name="run"):
     from medgen.engine.api import build_config
 

@@ -17,15 +17,6 @@ TINY = ["data.patch_size=[16,16,16]", "model.ngf=8", "model.ndf=8", "model.d_lay
         "train.batch_size=2", "train.progress=off", "infer.overlap=0.25"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Several processes share two cores: one torch thread avoids OpenMP oversubscription (10x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     return write_phantom_dataset("head", tmp_path_factory.mktemp("pl") / "head", n_cases=5, seed=3, shape=(32, 32, 32)).parent
@@ -35,7 +26,6 @@ def head(tmp_path_factory):
 def run(head, tmp_path_factory):
     """A two-stage cGAN trained 10 steps per stage, then resumed to 20."""
     root = tmp_path_factory.mktemp("runs")
-    torch.set_num_threads(1)
     common = [f"data.dataset={head}", *TINY, "train.val_every=10", f"output.root={root}", "output.name=r"]
     cls, cfg = build_config("pet_lowdose", "configs/pet_lowdose_smoke.yaml", ["train.iterations=10", *common])
     train_config(cls, cfg)
