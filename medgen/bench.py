@@ -160,11 +160,10 @@ def memory_scaling(sizes=(128, 192, 256), ngf: int = 64, window: int = 64, windo
 
 
 def run_in_subprocess(name: str, config, overrides, steps, warmup, volume, timeout=3600) -> dict:
-    cmd = [sys.executable, "-m", "medgen.bench", name, "--steps", str(steps), "--warmup", str(warmup),
+    cmd = [sys.executable, "-m", "medgen.bench", name, *overrides, "--steps", str(steps), "--warmup", str(warmup),
            "--volume", str(volume)]
     if config:
         cmd += ["-c", str(config)]
-    cmd += list(overrides)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:

@@ -23,3 +23,11 @@ def test_memory_scaling_reports_slope():
     rows = memory_scaling(sizes=(16, 24), ngf=4, window=16, window_batch=2)
     assert all(r["peak_rss_mb"] > 0 for r in rows)
     assert "slope_mb_per_mvoxel" in rows[0]
+
+
+def test_subprocess_passes_overrides(tmp_path):
+    from medgen.bench import run_in_subprocess
+
+    r = run_in_subprocess("toy_denoise", None, ["model.size=8", "model.channels=2"], steps=1, warmup=0, volume=0)
+    assert "error" not in r, r
+    assert r["samples_per_s"] > 0
