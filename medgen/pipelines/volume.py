@@ -33,19 +33,24 @@ class VolumeDataConfig(DataConfig):
     phantom_shape: list[int] = field(default_factory=list)  # phantom volume size ([] = generator default)
 
 
-def phantom_dataset(kind: str, data_cfg, seed: int = 0) -> Path:
-    """The embedded phantom dataset of `kind`, written under data.phantom_dir on first use."""
+def phantom_dataset(kind: str, data_cfg, seed: int = 0, **options) -> Path:
+    """The embedded phantom dataset of `kind`, written under data.phantom_dir on first use. Under torchrun
+    rank 0 writes it while the other ranks wait, so they never race on the same files."""
+    import torch.distributed as dist
+
     from medgen.data.phantoms import write_phantom_dataset
+    from medgen.engine.distributed import barrier
 
     folder = Path(data_cfg.phantom_dir) / kind
-    if not (folder / "dataset.json").exists():
-        kwargs = {}
+    is_main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    if is_main and not (folder / "dataset.json").exists():
         if data_cfg.phantom_cases:
-            kwargs["n_cases"] = data_cfg.phantom_cases
+            options["n_cases"] = data_cfg.phantom_cases
         shape = getattr(data_cfg, "phantom_shape", None)
         if shape:
-            kwargs["shape"] = tuple(shape)
-        write_phantom_dataset(kind, folder, seed=seed, **kwargs)
+            options["shape"] = tuple(shape)
+        write_phantom_dataset(kind, folder, seed=seed, **options)
+    barrier()
     return folder
 
 
