@@ -185,6 +185,18 @@ def _cmd_bench(args) -> int:
 SUBCOMMANDS = [_add_list, _add_check_data, _add_demo, _add_train, _add_infer, _add_evaluate, _add_export, _add_bench]
 
 
+def parse_with_overrides(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """parse_args that lets `a.b=value` overrides sit anywhere among the options
+    (`train p -c cfg.yaml a.b=1 --resume`): argparse leaves those after an option unparsed."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medgen", description="Generative models for medical data (MONAI + PyTorch). Start with `medgen demo`."
@@ -199,14 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    # Overrides may sit anywhere among the options (`medgen train p -c cfg.yaml a.b=1 --resume`): argparse
-    # leaves those after an option unparsed, so they are collected here.
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
-            args.overrides = list(args.overrides) + extra
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parse_with_overrides(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from medgen.cli import parse_with_overrides
 from medgen.engine.api import infer, train
 from medgen.pipelines.expression_vae_eval import evaluate_run, summary_table
 
@@ -23,7 +24,7 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run output.root/expression_vae/output.name")
     parser.add_argument("--overwrite", action="store_true", help="reuse the run directory and replace outputs")
     parser.add_argument("--split", default="test", help="split to export and evaluate on (default: test)")
-    args = parser.parse_args(argv)
+    args = parse_with_overrides(parser, argv)
     summary = train("expression_vae", args.config, args.overrides, resume=args.resume, overwrite=args.overwrite)
     run = summary["run_dir"]
     result = infer(run, split=args.split, overwrite=args.overwrite or args.resume)

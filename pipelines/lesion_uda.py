@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from medgen.cli import parse_with_overrides
 from medgen.engine.api import build_config, evaluate, infer, train
 
 
@@ -20,7 +21,7 @@ def main(argv=None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides such as model.mode=uda_last_layer")
     parser.add_argument("--resume", action="store_true", help="continue the run output.root/lesion_uda/output.name")
     parser.add_argument("--overwrite", action="store_true", help="reuse the run directory and replace outputs")
-    args = parser.parse_args(argv)
+    args = parse_with_overrides(parser, argv)
     summary = train("lesion_uda", args.config, args.overrides, resume=args.resume, overwrite=args.overwrite)
     run = summary["run_dir"]
     result = infer(run, split="test", overwrite=args.overwrite or args.resume)

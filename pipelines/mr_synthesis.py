@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medgen.cli import parse_with_overrides
 from medgen.engine.api import build_config, evaluate, infer, train
 
 
@@ -19,7 +20,7 @@ def main(argv=None) -> int:
     parser.add_argument("-c", "--config", default="configs/mr_synthesis.yaml")
     parser.add_argument("overrides", nargs="*", help="config overrides such as model.variant=gea")
     parser.add_argument("--resume", action="store_true", help="continue the run output.root/mr_synthesis/output.name")
-    args = parser.parse_args(argv)
+    args = parse_with_overrides(parser, argv)
     summary = train("mr_synthesis", args.config, args.overrides, resume=args.resume)
     run = Path(summary["run_dir"])
     result = infer(run)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from medgen.cli import parse_with_overrides
 from medgen.engine.api import evaluate, infer, train
 
 
@@ -18,7 +19,7 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true", help="continue the run named by output.name")
     ap.add_argument("--split", default="test", help="split to predict and evaluate")
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.stages=3")
-    args = ap.parse_args(argv)
+    args = parse_with_overrides(ap, argv)
     summary = train("mr_to_ct", args.config, args.overrides, resume=args.resume)
     print(f"trained: {summary}")
     result = infer(summary["run_dir"], split=args.split)

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import argparse
 
+from medgen.cli import parse_with_overrides
 from medgen.engine import api
 from medgen.pipelines.oct_anogan import evaluate_anomaly
 
 
-def main() -> int:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-c", "--config", default="configs/oct_anogan.yaml")
     ap.add_argument("overrides", nargs="*", help="config overrides such as train.iterations=200")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--split", default="test")
-    args = ap.parse_args()
+    args = parse_with_overrides(ap, argv)
     summary = api.train("oct_anogan", args.config, args.overrides, resume=args.resume)
     print(f"run: {summary['run_dir']}")
     result = api.infer(summary["run_dir"], split=args.split, overwrite=True)

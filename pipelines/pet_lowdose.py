@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from medgen.cli import parse_with_overrides
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -24,7 +26,7 @@ def main(argv=None) -> int:
     ap.add_argument("--simulate-out", default="pet_lowdose_simulated")
     ap.add_argument("--fraction", type=float, default=0.25)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    args = parse_with_overrides(ap, argv)
     if args.simulate is not None:
         from medgen.pipelines.pet_lowdose_data import simulate_paired_dataset
 

@@ -36,3 +36,20 @@ def test_train_and_errors_are_one_line(tmp_path, capsys):
     import torch
 
     assert torch.load(tmp_path / "toy_denoise" / "a" / "checkpoints" / "last.pt", weights_only=False)["step"] == 6
+
+
+def test_overrides_may_follow_options():
+    import argparse
+
+    from medgen.cli import parse_with_overrides
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-c", "--config")
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--resume", action="store_true")
+    args = parse_with_overrides(parser, ["-c", "x.yaml", "a.b=1", "--resume", "c=2"])
+    assert args.config == "x.yaml" and args.resume and args.overrides == ["a.b=1", "c=2"]
+    import pytest
+
+    with pytest.raises(SystemExit):  # anything else is still an error
+        parse_with_overrides(parser, ["-c", "x.yaml", "a=1", "--bogus"])
