@@ -5,6 +5,7 @@ in `SUBCOMMANDS`."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from medgen import __version__
@@ -75,7 +76,7 @@ def _cmd_train(args) -> int:
     from medgen.engine.api import train
 
     summary = train(args.pipeline, args.config, args.overrides, resume=args.resume, overwrite=args.overwrite)
-    if summary:
+    if summary and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         print(f"run: {summary['run_dir']}")
         if summary.get("best_metric") is not None:
             print(f"best val_{summary['key_metric']} = {summary['best_metric']:.4g} at step {summary['best_step']}")

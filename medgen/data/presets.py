@@ -8,6 +8,7 @@ floats (plus the preset's name), so they can go into JSON, a checkpoint or a Met
 |---|---|---|
 | pet   | x / scale; scale = robust high percentile of positive voxels, or dose/weight (-> SUV) | y * scale |
 | mr    | robust percentiles [p_lo, p_hi] of the foreground -> [-1, 1], background exactly -1 | linear back; -1 -> background value |
+| zscore | (x - mean) / std inside the mask (all voxels without one), no clipping | y * std + mean |
 | ct    | HU window [low, high] (default [-1000, 2000]) -> [-1, 1] (clipped by default) | back to HU |
 | oct   | input range (uint8 / uint16 / [0, 1] / min-max) -> [0, 1] or [-1, 1] | back to the input range |
 | label | unchanged (spatial transforms must use mode="nearest") | unchanged |
@@ -195,6 +196,36 @@ class MRPreset(Preset):
         return _where(_np(y) <= -1.0 + 1e-6, bg, x)
 
 
+class ZScorePreset(Preset):
+    """Per-case z-score: (x - mean) / std, with mean and std taken inside `mask` (all voxels without one),
+    applied to the whole image, no clipping (DeepMedic's normalisation; MONAI's NormalizeIntensity with a
+    mask). Unlike "mr" it keeps the top tail: hyperintense lesions, often < 1 % of the brain, are exactly
+    the voxels that percentile clipping flattens to one value."""
+
+    name = "zscore"
+
+    def forward(self, x, meta=None, mask=None):
+        x = _float_tensor(x)
+        a = _np(x)
+        roi = np.ones(a.shape, bool)
+        if mask is not None:
+            m = _np(mask)
+            if m.shape != a.shape and m.shape[-a.ndim + 1:] != a.shape[1:]:
+                raise DataError(_source_name(meta), f"mask shape {m.shape} does not match the image shape {a.shape}")
+            roi = np.broadcast_to(m, a.shape) > 0
+        vals = a[roi]
+        if vals.size == 0:
+            raise DataError(_source_name(meta), "empty mask: cannot z-score normalise")
+        mean, std = float(vals.mean()), float(vals.std())
+        if not (np.isfinite(mean) and np.isfinite(std)):
+            raise DataError(_source_name(meta), "non-finite intensities inside the mask: cannot normalise")
+        std = std if std > 0 else 1.0
+        return (x - mean) / std, {"preset": self.name, "mean": mean, "std": std}
+
+    def inverse(self, y, params):
+        return _float_tensor(y) * _param(params, "std") + _param(params, "mean")
+
+
 class CTPreset(Preset):
     """HU window [low, high] linearly to [-1, 1] (default [-1000, 2000]: air to dense bone)."""
 
@@ -274,11 +305,11 @@ class LabelPreset(Preset):
         return y
 
 
-PRESETS: dict[str, type[Preset]] = {p.name: p for p in (PETPreset, MRPreset, CTPreset, OCTPreset, LabelPreset)}
+PRESETS: dict[str, type[Preset]] = {p.name: p for p in (PETPreset, MRPreset, ZScorePreset, CTPreset, OCTPreset, LabelPreset)}
 
 
 def get_preset(name: str | Preset, **kwargs) -> Preset:
-    """A preset by name ('pet', 'mr', 'ct', 'oct', 'label') with its options."""
+    """A preset by name ('pet', 'mr', 'zscore', 'ct', 'oct', 'label') with its options."""
     if isinstance(name, Preset):
         return name
     if name not in PRESETS:

@@ -4,7 +4,7 @@ medgen averages gradients itself (one flattened all-reduce per optimizer update)
 networks in DistributedDataParallel: GAN steps run the discriminator several times per update and freeze it
 during the generator's step, which DDP's reducer only tolerates with `find_unused_parameters` and extra
 synchronisation. Replicas start from rank 0's weights and apply identical averaged gradients, so they stay
-identical; floating-point buffers (batch-norm statistics) are averaged at the same time.
+identical; floating-point buffers (batch-norm statistics) are averaged once per step (see the trainer).
 """
 
 from __future__ import annotations
@@ -86,11 +86,17 @@ def average_buffers(module: torch.nn.Module, world_size: int) -> None:
 
 
 def reduce_sums(values: dict, device) -> dict:
-    """Sum a dict of floats over ranks (used for validation metrics: sums and counts)."""
-    if not (dist.is_available() and dist.is_initialized()) or not values:
+    """Sum a dict of floats over ranks (used for validation metrics: sums and counts).
+
+    Ranks may hold different keys (a rank with no validation case, a metric that was not finite on one
+    rank), so the union of keys is agreed first: a rank that skipped the all-reduce would leave the others
+    waiting in it for ever."""
+    if not (dist.is_available() and dist.is_initialized()):
         return values
-    keys = sorted(values)
-    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    keys = sorted(set().union(*gather_objects(sorted(values))))
+    if not keys:
+        return values
+    tensor = torch.tensor([float(values.get(k, 0.0)) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return dict(zip(keys, tensor.tolist()))
 

@@ -183,9 +183,6 @@ class Trainer:
                 return False
             opt.step()
         self.bad_steps = 0
-        if self.dist.world_size > 1:
-            for net in p.networks.values():
-                ddp.average_buffers(net, self.dist.world_size)
         return True
 
     def _bad_step(self, loss_name: str, opt_name: str) -> None:
@@ -233,6 +230,11 @@ class Trainer:
                     for _ in range(p.critic_steps):
                         logs.update(p.critic_step(move_batch(next(batches), self.device)))
                     logs.update(p.train_step(move_batch(next(batches), self.device)))
+                if self.dist.world_size > 1:
+                    # Once per step, when no graph is alive: batch norm saves its running statistics for
+                    # backward, so averaging them in place between two updates of one step breaks autograd.
+                    for net in p.networks.values():
+                        ddp.average_buffers(net, self.dist.world_size)
                 for sched in self.schedulers.values():
                     sched.step()
                 if self.ema is not None:

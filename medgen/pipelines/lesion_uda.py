@@ -13,6 +13,7 @@ geometry (uint8, manifest kind "label", so `medgen evaluate` reports Dice, HD95,
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -25,7 +26,7 @@ from medgen.engine.inference import sliding_window, valid_sliding_window
 from medgen.engine.options import InferConfig, PipelineConfig, TrainConfig
 from medgen.errors import ConfigError, DataError
 from medgen.pipelines.lesion_uda_parts import MixedDomainDataset, UNetSegmenter
-from medgen.pipelines.volume import VolumeDataConfig, VolumePipeline
+from medgen.pipelines.volume import VolumeDataConfig, VolumePipeline, phantom_dataset
 from medgen.registry import NETWORKS, PIPELINES
 
 MODES = ("source_only", "uda", "uda_last_layer", "target_supervised")
@@ -37,6 +38,7 @@ class LesionUDADataConfig(VolumeDataConfig):
     patch_sampling: Literal["uniform", "foreground", "lesion_balanced"] = "lesion_balanced"  # DeepMedic: half the segments centred on lesion
     pos_fraction: float = 0.5  # DeepMedic default: 50 % lesion-centred segments
     mask_key: str = "brain_mask"  # ours: brain mask (DeepMedic's ROI mask): sampling, normalisation, inference region
+    intensity: Literal["zscore", "robust"] = "zscore"  # DeepMedic: z-score inside the ROI mask; "robust": medgen's "mr" preset (0.5-99.5th percentiles -> [-1, 1], clipped)
     lesion_key: str = "lesion"  # dataset key of the lesion label map
     domain_key: str = "domain"  # per-case field naming the domain (spec: source / target domains)
     source_domain: str = "A"  # phantoms: scanner A (labelled)
@@ -88,6 +90,8 @@ class LesionUDAModelConfig:
     disc_channels: list[int] = field(default_factory=lambda: [64, 64, 128])  # ours: residual 3D CNN (spec: residual blocks, global pooling)
     disc_size: list[int] = field(default_factory=list)  # common feature size; [] = smallest tapped map (DeepMedic: crop; U-Net: resample)
     adversarial_scheme: Literal["gradient_reversal", "alternating"] = "gradient_reversal"  # spec: either
+    bn_stats: Literal["target", "source", "mixed"] = "target"  # ours: "mixed" = one forward of the mixed batch (BN statistics over both domains); "source"/"target": one forward per domain (each normalised by its own batch statistics) and the running statistics used at test time follow that domain only
+    disc_source: Literal["matched", "labelled"] = "matched"  # ours: D's source segments sampled like the target ones (brain mask), not the lesion-balanced labelled batch (see MixedDomainDataset)
     alpha_max: float = 0.05  # ours (paper ramps alpha from 0 to a small maximum; value not in the spec)
     warmup_fraction: float = 0.2  # ours: alpha = 0 for this fraction of the steps (paper: warm-up in epochs)
     ramp_fraction: float = 0.4  # ours: then linear to alpha_max over this fraction (paper: linear ramp)
@@ -177,7 +181,7 @@ class LesionUDA(VolumePipeline):
 
     def presets(self) -> dict[str, str]:
         d = self.config.data
-        out = {k: "mr" for k in self.source_keys()}
+        out = {k: "zscore" if d.intensity == "zscore" else "mr" for k in self.source_keys()}
         out.update({d.lesion_key: "label", **({d.mask_key: "label"} if d.mask_key else {})})
         return out
 
@@ -189,17 +193,12 @@ class LesionUDA(VolumePipeline):
         d = self.config.data
         if d.dataset:
             return Path(d.dataset)
-        from medgen.data.phantoms import write_phantom_dataset
-
         shape = tuple(d.phantom_shape) or (48, 48, 48)
         spacing = tuple(float(s) for s in d.phantom_spacing) or (4.0, 4.0, 4.0)
         n = d.phantom_cases or 8
         tag = f"{self.phantom_kind}_{'x'.join(map(str, shape))}_{'x'.join(f'{s:g}' for s in spacing)}mm_{d.phantom_lesions}les_{n}"
-        folder = Path(d.phantom_dir) / tag
-        if not (folder / "dataset.json").exists():
-            write_phantom_dataset(self.phantom_kind, folder, n_cases=n, seed=0, shape=shape, spacing=spacing,
-                                  lesions=None if d.phantom_lesions < 0 else d.phantom_lesions)
-        return folder
+        return phantom_dataset(self.phantom_kind, d, seed=0, folder=Path(d.phantom_dir) / tag, n_cases=n, shape=shape,
+                               spacing=spacing, lesions=None if d.phantom_lesions < 0 else d.phantom_lesions)
 
     def case_domain(self, entry: dict, split: str) -> str:
         d = self.config.data
@@ -320,6 +319,10 @@ class LesionUDA(VolumePipeline):
                                                         f"domain '{d.target_domain}'")
             assert all(d.lesion_key not in c for c in unlabelled)  # never train on target labels
             target = self._patch_dataset(unlabelled, False, seed + 7919)
+            if self.config.model.disc_source == "matched":
+                # Source segments for D drawn exactly as the target ones, so D cannot use lesion content.
+                source_adv = self._patch_dataset(labelled, False, seed + 104729)
+                return MixedDomainDataset(source, target, source_adv)
         return MixedDomainDataset(source, target)
 
     def validation_cases(self) -> list[dict]:
@@ -425,11 +428,28 @@ class LesionUDA(VolumePipeline):
 
         x_t = self.network_input(batch["target"])
         n_s, n_t = x_s.shape[0], x_t.shape[0]
-        logits, feats = self.segment(torch.cat([x_s, x_t]), return_features=True)
+        # D's source segments: the labelled batch itself ("labelled") or segments drawn like the target ones
+        # ("matched"); then the labelled segments only feed the cross-entropy.
+        x_a = self.network_input(batch["source_adv"]) if "source_adv" in batch else None
+        n_a = x_a.shape[0] if x_a is not None else 0
+        x_src = torch.cat([x_s, x_a]) if x_a is not None else x_s
+        bn = self.config.model.bn_stats
+        if bn == "mixed":
+            logits, feats = self.segment(torch.cat([x_src, x_t]), return_features=True)
+        else:
+            # One forward per domain: BatchNorm normalises each domain by its own statistics, and only the
+            # chosen domain's statistics enter the running averages that inference uses.
+            with _bn_running_stats(self.networks["S"], bn == "source"):
+                lo_s, f_s = self.segment(x_src, return_features=True)
+            with _bn_running_stats(self.networks["S"], bn == "target"):
+                lo_t, f_t = self.segment(x_t, return_features=True)
+            logits, feats = torch.cat([lo_s, lo_t]), [torch.cat(ab) for ab in zip(f_s, f_t)]
         if self.mode == "uda_last_layer":
             feats = feats[-1:]
+        if x_a is not None:
+            feats = [f[n_s:] for f in feats]
         loss_seg = self.seg_loss(logits[:n_s], y_s)
-        dom = torch.cat([torch.zeros(n_s, 1), torch.ones(n_t, 1)]).to(logits.device)
+        dom = torch.cat([torch.zeros(n_a or n_s, 1), torch.ones(n_t, 1)]).to(logits.device)
         alpha = self.alpha()
         D = self.networks["D"]
         if self.config.model.adversarial_scheme == "gradient_reversal":
@@ -550,6 +570,25 @@ class LesionUDA(VolumePipeline):
 SMALL_DEEPMEDIC = ["model.dm_channels=[8,8,12,12]", "model.residual_layers=[4]", "model.feature_layers=[2,4]",
                    "model.subsample_factors=[3]", "model.fc_channels=[24,24]", "model.output_size=[9,9,9]",
                    "model.disc_channels=[16,16]", "infer.output_size=[24,24,24]", "model.dropout=0.2"]
+
+
+@contextmanager
+def _bn_running_stats(net, update: bool):
+    """Let a train-mode forward update the BatchNorm running statistics (update=True) or leave them as they
+    are (momentum 0: running = 1 * running + 0 * batch); the batch statistics normalise the batch either way."""
+    if update:
+        yield
+        return
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (mom, nbt) in zip(bns, saved):
+            m.momentum = mom
+            m.num_batches_tracked.copy_(nbt)
 
 
 def _spacing(case: dict, key: str):

@@ -3,7 +3,8 @@
 - `UNetSegmenter`: MONAI's BasicUNet with forward hooks that tap several layers, so the U-Net alternative
   exposes multi-layer features the same way DeepMedic's `forward(x, return_features=True)` does;
 - `MixedDomainDataset`: one item = a source patch (with labels) and a target patch (images only), so every
-  batch mixes the two domains equally (Kamnitsas et al. 2017, sec. 3);
+  batch mixes the two domains equally (Kamnitsas et al. 2017, sec. 3); optionally a second, unlabelled source
+  patch drawn the way target patches are drawn, for the domain discriminator (see the class docstring);
 - `protocol_shift`: the documented, constructed scanner/protocol change used to build a target domain from
   one site's images (contrast, bias field, noise, through-plane resolution) for the real-data benchmark.
 """
@@ -67,13 +68,19 @@ class UNetSegmenter(nn.Module):
 
 
 class MixedDomainDataset(torch.utils.data.Dataset):
-    """Item i = {"source": source[i], "target": target[i]} (target optional). Both are deterministic in i
-    (each PatchDataset draws from its own seed), so resume and workers stay exact."""
+    """Item i = {"source": source[i], "target": target[i], "source_adv": source_adv[i]} (the last two optional).
+    All are deterministic in i (each PatchDataset draws from its own seed), so resume and workers stay exact.
+
+    Why `source_adv`: labelled source segments are lesion-centred half of the time (DeepMedic's class balance),
+    target segments cannot be (no labels), so a discriminator shown those two would tell the domains apart by
+    lesion content alone and, through the reversed gradient, teach the segmenter to put lesion-like features
+    into every target segment (over-segmentation). `source_adv` holds source segments sampled like the target
+    ones (inside the brain mask), so source and target differ only in the domain."""
 
     procedural = True
 
-    def __init__(self, source, target=None):
-        self.source, self.target = source, target
+    def __init__(self, source, target=None, source_adv=None):
+        self.source, self.target, self.source_adv = source, target, source_adv
         self.cases = list(source.cases) + (list(target.cases) if target is not None else [])
 
     def __len__(self):
@@ -83,6 +90,8 @@ class MixedDomainDataset(torch.utils.data.Dataset):
         item = {"source": _tensors(self.source[i])}
         if self.target is not None:
             item["target"] = _tensors(self.target[i])
+        if self.source_adv is not None:
+            item["source_adv"] = _tensors(self.source_adv[i])
         return item
 
 

@@ -29,6 +29,7 @@ class ToyModelConfig:
     lambda_adv: float = 0.1
     lr: float = 1e-3
     dropout: float = 0.0
+    batch_norm: bool = False  # batch norm in G (its running statistics are buffers that ranks must share)
     lr_decay: bool = False  # pix2pix schedule: constant for the first half, then linear decay to 0
     stages: int = 1  # > 1: a cascade, stage k also sees stage k-1's estimate (exercises the cascade runner)
 
@@ -101,10 +102,11 @@ class ToyDenoise(Pipeline):
         m = self.config.model
         conv = _conv(m.spatial_dims)
         drop = nn.Dropout(m.dropout) if m.dropout else nn.Identity()
+        norm = (nn.BatchNorm2d if m.spatial_dims == 2 else nn.BatchNorm3d)(m.channels) if m.batch_norm else nn.Identity()
         nets = {
             "G": nn.Sequential(
-                conv(1 if self.stage == 1 else 2, m.channels, 3, padding=1), nn.ReLU(), drop, conv(m.channels, m.channels, 3, padding=1),
-                nn.ReLU(), conv(m.channels, 1, 3, padding=1)
+                conv(1 if self.stage == 1 else 2, m.channels, 3, padding=1), norm, nn.ReLU(), drop,
+                conv(m.channels, m.channels, 3, padding=1), nn.ReLU(), conv(m.channels, 1, 3, padding=1)
             )
         }
         if m.adversarial:
@@ -138,15 +140,13 @@ class ToyDenoise(Pipeline):
         x, y, cond = self._inputs(batch), batch["target"], batch["image"]
         G = self.networks["G"]
         logs = {}
+        out = G(x)  # one forward serves both updates, as in pix2pix
         if self.config.model.adversarial:
             D = self.networks["D"]
-            with torch.no_grad():
-                fake = G(x)
-            d_real, d_fake = D(torch.cat([cond, y], 1)), D(torch.cat([cond, fake], 1))
+            d_real, d_fake = D(torch.cat([cond, y], 1)), D(torch.cat([cond, out.detach()], 1))
             loss_d = 0.5 * ((d_real - 1) ** 2).mean() + 0.5 * (d_fake**2).mean()
             self.update("D", loss_d)
             logs["loss_d"] = loss_d.detach()
-        out = G(x)
         loss_g = nn.functional.mse_loss(out, y)
         logs["loss_mse"] = loss_g.detach()
         if self.config.model.adversarial:

@@ -33,15 +33,15 @@ class VolumeDataConfig(DataConfig):
     phantom_shape: list[int] = field(default_factory=list)  # phantom volume size ([] = generator default)
 
 
-def phantom_dataset(kind: str, data_cfg, seed: int = 0, **options) -> Path:
-    """The embedded phantom dataset of `kind`, written under data.phantom_dir on first use. Under torchrun
-    rank 0 writes it while the other ranks wait, so they never race on the same files."""
+def phantom_dataset(kind: str, data_cfg, seed: int = 0, folder: str | Path | None = None, **options) -> Path:
+    """The embedded phantom dataset of `kind`, written on first use under data.phantom_dir (in `folder` when
+    given). Under torchrun rank 0 writes it while the other ranks wait, so they never race on the same files."""
     import torch.distributed as dist
 
     from medgen.data.phantoms import write_phantom_dataset
     from medgen.engine.distributed import barrier
 
-    folder = Path(data_cfg.phantom_dir) / kind
+    folder = Path(folder) if folder is not None else Path(data_cfg.phantom_dir) / kind
     is_main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     if is_main and not (folder / "dataset.json").exists():
         if data_cfg.phantom_cases:

@@ -60,6 +60,19 @@ def test_mr_foreground_percentiles_background_minus_one():
     assert p2["low"] == pytest.approx(np.percentile(x[half], 0.5))
 
 
+def test_zscore_inside_mask_keeps_tails_and_inverts():
+    x, ball = _head()
+    x[0, 8, 8, 8] = 5000.0  # a bright outlier, the kind of tail "mr" would clip
+    y, p = get_preset("zscore").forward(torch.from_numpy(x), mask=ball)
+    inside = y.numpy()[ball]
+    assert inside.mean() == pytest.approx(0.0, abs=1e-5) and inside.std() == pytest.approx(1.0, abs=1e-4)
+    assert y[0, 8, 8, 8] == pytest.approx((5000.0 - p["mean"]) / p["std"])  # not clipped
+    np.testing.assert_allclose(invert_intensity(y, p).numpy(), x, rtol=1e-4, atol=1e-3)
+    from medgen.errors import DataError
+    with pytest.raises(DataError, match="empty mask"):
+        get_preset("zscore").forward(x, {"filename_or_obj": "a.nii.gz"}, mask=np.zeros_like(ball))
+
+
 def test_ct_window_to_minus_one_one_and_back():
     hu = np.array([[-1000.0, -1000.0 + 1500, 2000.0, 500.0, 3000.0]], dtype=np.float32)
     y, p = get_preset("ct").forward(hu)

@@ -70,7 +70,7 @@ def test_beats_threshold_baseline_on_held_out_source_cases(tmp_path):
     # least 0.05 above a FLAIR 97th-percentile threshold inside the brain (seed 0).
     data = write_phantom_dataset("lesion_domains", tmp_path / "ld", n_cases=6, seed=1, shape=(40, 40, 40),
                                  spacing=(3.5, 3.5, 3.5), lesions=5).parent
-    cls, cfg = _cfg(data, tmp_path, "model.mode=source_only", "train.iterations=150", "train.batch_size=4",
+    cls, cfg = _cfg(data, tmp_path, "model.mode=source_only", "train.iterations=300", "train.batch_size=4",
                     "train.val_every=1000", "train.seed=0")
     run = train_config(cls, cfg)["run_dir"]
     rows = L.evaluate_run(run, domain="A", split="test") + L.evaluate_run(run, domain="A", split="validation")
@@ -232,3 +232,71 @@ def test_gap_closed_and_protocol_shift():
     # thick slices: blocks of 3 along the last axis are constant before noise
     quiet, _ = protocol_shift(imgs, brain, (2.0, 2.0, 2.0), seed=3, params={"noise": 0.0, "bias_std": 0.0})
     np.testing.assert_allclose(quiet["flair"][4, 4, 3], quiet["flair"][4, 4, 4], rtol=1e-5)
+
+
+# ----- regressions of the follow-up investigation (issue 7) -------------------------------------------------------
+def test_zscore_normalisation_keeps_the_lesion_tail(phantoms, tmp_path):
+    """DeepMedic's z-score inside the brain mask: mean 0 / std 1 there, and hyperintense lesions keep their
+    spread (the clipped percentile preset saturated most source lesion voxels at exactly 1.0)."""
+    from medgen.data.presets import ZScorePreset
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(500, 50, (1, 16, 16, 16)).astype(np.float32)
+    mask = np.zeros_like(img)
+    mask[:, 2:14, 2:14, 2:14] = 1
+    img[:, 5:7, 5:7, 5:7] = np.linspace(900, 1100, 8).reshape(1, 2, 2, 2)  # bright "lesion" tail
+    y, params = ZScorePreset().forward(img, None, mask)
+    y = np.asarray(y)
+    inside = y[mask > 0]
+    assert inside.mean() == pytest.approx(0, abs=1e-4) and inside.std() == pytest.approx(1, abs=1e-4)
+    lesion = y[:, 5:7, 5:7, 5:7]
+    assert len(np.unique(np.round(lesion, 4))) == 8  # no clipping: every lesion value stays distinct
+    np.testing.assert_allclose(np.asarray(ZScorePreset().inverse(y, params)), img, rtol=1e-4, atol=1e-2)
+    cls, cfg = _cfg(phantoms, tmp_path)
+    case = cls(cfg).load_cases("training")[0]
+    brain = case["brain_mask"][0] > 0
+    assert float(case["flair"][0][brain].mean()) == pytest.approx(0, abs=1e-3)
+    assert float(case["flair"][0][brain].std()) == pytest.approx(1, abs=1e-3)
+    cls, cfg = _cfg(phantoms, tmp_path, "data.intensity=robust")
+    assert float(cls(cfg).load_cases("training")[0]["flair"].max()) == pytest.approx(1.0)  # the old preset
+
+
+def test_discriminator_source_segments_are_sampled_like_target(phantoms, tmp_path):
+    """The labelled source batch is lesion-balanced; D's source segments are drawn like the target ones (brain
+    mask, no labels), so D cannot tell the domains apart by lesion content."""
+    cls, cfg = _cfg(phantoms, tmp_path, "train.batch_size=8")
+    p = cls(cfg)
+    ds = p.train_dataset()
+    assert ds.source.sampler.mode == "lesion_balanced"
+    assert ds.source_adv.sampler.mode == ds.target.sampler.mode == "foreground"
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=8)))
+    assert "lesion" not in batch["source_adv"] and batch["source_adv"]["flair"].shape == batch["target"]["flair"].shape
+    cls, cfg = _cfg(phantoms, tmp_path, "model.disc_source=labelled")
+    assert cls(cfg).train_dataset().source_adv is None
+
+
+def test_per_domain_batchnorm_statistics(phantoms, tmp_path):
+    """bn_stats=target: each domain is normalised by its own batch statistics in training and only the target
+    batches move the running statistics that inference uses (one forward of the mixed batch over-segmented the
+    target at test time even with alpha = 0)."""
+    cls, cfg = _cfg(phantoms, tmp_path, "model.dropout=0.0")
+    p = cls(cfg)
+    S = p.build_networks()["S"]
+    bn = S.normal.layers[1][0]
+    x_src, x_tgt = torch.randn(2, 3, 33, 33, 33) * 3 + 5, torch.randn(2, 3, 33, 33, 33)
+    S.train()
+    before = bn.running_mean.clone()
+    with L._bn_running_stats(S, False):
+        S(x_src, output_size=[9, 9, 9])
+    torch.testing.assert_close(bn.running_mean, before)  # the source pass leaves the running stats alone
+    with L._bn_running_stats(S, True):
+        S(x_tgt, output_size=[9, 9, 9])
+    assert not torch.allclose(bn.running_mean, before)
+    # the batch statistics normalise each domain separately: the per-domain outputs equal separate forwards
+    with torch.no_grad(), L._bn_running_stats(S, False):
+        sep = S(x_tgt, output_size=[9, 9, 9])
+        mixed = S(torch.cat([x_src, x_tgt]), output_size=[9, 9, 9])[2:]
+    assert not torch.allclose(sep, mixed, atol=1e-3)
+    cls, cfg = _cfg(phantoms, tmp_path, "train.iterations=2", "train.val_every=100", "output.name=bn")
+    assert cfg.model.bn_stats == "target" and cfg.model.disc_source == "matched" and cfg.data.intensity == "zscore"
+    train_config(cls, cfg)
