@@ -317,6 +317,14 @@ class OCTAnoGAN(Pipeline):
         return dataset
 
     def validation_cases(self):
+        """Validation normals; none while f-AnoGAN's encoder has not trained a single step yet.
+
+        Why: before the encoder phase, G(E(x)) uses an untrained E, so `evaluate_case` discards the score;
+        scoring every validation scan (and drawing a preview) at each `val_every` was pure waste, and a
+        validation exactly at the switch step could save the untrained encoder as best.pt (which inference
+        loads) if later scores happened to be higher."""
+        if self.method == "fanogan" and self.step <= self.gan_iterations:
+            return []
         return [dict(c, for_validation=True) for c in self.normal_cases("validation")]
 
     # ----- training ----------------------------------------------------------------------------------------
