@@ -84,6 +84,20 @@ def throughput(run_dir: str, split: str = "test") -> dict:
             "patches_per_s": n_patches / dt}
 
 
+def scaled(settings: list[str], factor: float, mapping_steps: int | None = None) -> list[str]:
+    """The settings with every step count (iterations, encoder iterations, validation interval) times `factor`
+    and, when given, AnoGAN's test-time mapping steps replaced."""
+    out = []
+    for s in settings:
+        key, _, value = s.partition("=")
+        if key in ("train.iterations", "model.encoder_iterations", "train.val_every"):
+            s = f"{key}={max(1, int(round(int(value) * factor)))}"
+        elif key == "model.mapping_steps" and mapping_steps:
+            s = f"{key}={mapping_steps}"
+        out.append(s)
+    return out
+
+
 def run_dataset(tag: str, dataset: Path | None, work: Path, out: Path, seed: int = 0) -> dict:
     from medgen.engine.api import build_config, infer, train_config
     from medgen.pipelines.oct_anogan import evaluate_anomaly
@@ -164,7 +178,14 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "oct_anogan"))
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps-scale", type=float, default=1.0,
+                    help="multiply every training step count (and validation interval) of SETTINGS by this")
+    ap.add_argument("--mapping-steps", type=int, default=0,
+                    help="AnoGAN's test-time mapping steps (0: SETTINGS' 100; the paper uses about 500)")
     args = ap.parse_args()
+    for tag in SETTINGS:
+        for method in METHODS:
+            SETTINGS[tag][method] = scaled(SETTINGS[tag][method], args.steps_scale, args.mapping_steps)
     torch.set_num_threads(1)  # 2 shared cores: one thread is faster than two fighting
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -44,12 +44,18 @@ def add_previous_estimates(stages, cases: list[dict], output_key: str = "output"
 
 
 def load_stage_weights(pipeline, checkpoint: Path) -> None:
-    """Load a trained stage's networks (best checkpoint) into a freshly built pipeline."""
+    """Load a trained stage's networks (best checkpoint) into a freshly built pipeline. When the run kept an EMA
+    (`train.ema_decay > 0`), its averaged weights replace the followed network's: validation scored (and chose
+    `best.pt` with) the EMA copy, so inference must use the same weights."""
     state = load_checkpoint(checkpoint, map_location=pipeline.device)
     if not pipeline.networks:
         pipeline.networks = {k: v.to(pipeline.device) for k, v in pipeline.build_networks().items()}
+    ema = state.get("ema")
     for name, net in pipeline.networks.items():
-        net.load_state_dict(state["networks"][name])
+        if ema is not None and name == pipeline.ema_network:  # AveragedModel's state: "module.*" + "n_averaged"
+            net.load_state_dict({k.removeprefix("module."): v for k, v in ema.items() if k.startswith("module.")})
+        else:
+            net.load_state_dict(state["networks"][name])
         net.eval()
     pipeline.load_state_dict(state.get("pipeline_state") or {})
 

@@ -63,7 +63,7 @@ class MRSynthesisModelConfig:
     epochs_constant: float = 100.0  # spec: 100 epochs at the full rate
     epochs_decay: float = 50.0  # spec: then 50 epochs of linear decay to 0
     init_gain: float = 0.02  # official code (pix2pix init_type normal, gain 0.02)
-    mask_output: bool = True  # ours: estimate = background (-1) outside the brain mask (given or derived)
+    mask_output: bool = True  # ours: estimate = background (-1) outside the brain mask, in training and inference
 
     def validate(self):
         if self.variant not in VARIANTS:
@@ -210,6 +210,22 @@ class MRSynthesis(VolumePipeline):
     def discriminator_channels(self) -> int:
         return len(self.network_keys()) + (2 if self.variant == "dea" else 1)
 
+    def foreground(self, batch: dict) -> torch.Tensor:
+        """Boolean brain region of a batch (B, 1, *spatial) or a case (1, *spatial): the mask when present,
+        else where any source is above the background value -1."""
+        key = self.config.data.mask_key
+        if key and key in batch:
+            return batch[key] > 0
+        return torch.stack([batch[k] > -1.0 for k in self.source_keys()]).any(0)
+
+    def compose(self, image: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The estimate with the background set to -1 outside the brain (`model.mask_output`). Applied in
+        training too, so the losses, the edge maps and D see the image inference returns, and the generator
+        does not spend itself on a sharp step at the mask's border that the mask then overwrites."""
+        if not self.config.model.mask_output:
+            return image
+        return torch.where(self.foreground(batch), image, torch.full_like(image, -1.0))
+
     def build_networks(self):
         from medgen.networks.init import init_weights
 
@@ -271,7 +287,7 @@ class MRSynthesis(VolumePipeline):
 
     def train_step(self, batch):
         source, real = self.network_input(batch), batch[self.target_key()]
-        fake = self.networks["G"](source)
+        fake = self.compose(self.networks["G"](source), batch)
         loss_d = self.discriminator_loss(source, real, fake)
         self.update("D", loss_d)
         terms = self.generator_losses(source, real, fake)
@@ -296,14 +312,25 @@ class MRSynthesis(VolumePipeline):
             out = {k: v[(slice(None),) + tuple(slice(0, s) for s in spatial)] for k, v in out.items()}
         else:
             out = super().predict_case(case)
-        if self.config.model.mask_output:
-            mask_key = self.config.data.mask_key
-            if mask_key and mask_key in case:  # the brain mask (given, or the sources' nonzero region)
-                background = case[mask_key][0] <= 0
-            else:
-                background = torch.stack([case[k][0] <= -1.0 for k in self.source_keys()]).all(0)
-            out[self.output_name] = out[self.output_name].masked_fill(background[None], -1.0)
+        out[self.output_name] = self.compose(out[self.output_name], case)
         return out
+
+    def to_source_units(self, case: dict, tensor: torch.Tensor, params: dict | None) -> np.ndarray:
+        """The `mr` preset's linear inverse inside the brain; outside it the preset's own inverse (-1 ->
+        its background value, so with `model.mask_output` the whole outside is background).
+
+        The preset's own inverse turns every value at -1 into background, and the preset clips the lowest 0.5 %
+        of the brain to -1, so it would put those brain voxels of the target (and any estimate at -1) at the
+        background intensity (about 0), hundreds of units from their true value, inside the metrics' mask.
+        """
+        if params is None or params.get("preset") != "mr":
+            return super().to_source_units(case, tensor, params)
+        lo, hi, bg = (float(params[k]) for k in ("low", "high", "background"))
+        arr = tensor.detach().float().cpu()
+        x = (arr + 1.0) * ((hi - lo) / 2.0) + lo
+        outside = torch.where(arr <= -1.0 + 1e-6, torch.full_like(x, bg), x)  # the preset's inverse
+        x = torch.where(self.foreground(case).cpu(), x, outside)
+        return np.asarray(x, dtype=np.float32)
 
     def evaluate_case(self, prediction: dict, case: dict) -> dict:
         from medgen.pipelines.mr_synthesis_baselines import edge_scores

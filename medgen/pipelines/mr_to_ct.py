@@ -65,7 +65,10 @@ class MrToCtModelConfig:
     lambda_gdl: float = 0.05  # medSynthesisV1 (paper value unverified); 0 = no GDL
     gdl_alpha: float = 2.0  # spec / paper
     adversarial: bool = True  # spec: CT-only discriminator, BCE
-    lambda_adv: float = 0.05  # medSynthesisV1 lambda_AD (paper value unverified)
+    lambda_adv: float = 5e-4  # ours, chosen on the phantom validation split. V1's lambda_AD 0.05 weighs BCE against
+    # a voxel loss on UNnormalised intensities; medgen's voxel loss is on [-1, 1] (3000 HU -> 2), about 1500x (L1) or
+    # 1500^2x (L2) smaller, so 0.05 here made the adversarial gradient on G's output 5-10x the voxel gradient
+    # (docs/pipelines/mr_to_ct.md, "Loss weights")
     d_channels: list[int] = field(default_factory=lambda: [32, 64, 64, 32])  # spec
     d_kernel_sizes: list[int] = field(default_factory=lambda: [5, 3, 3, 3])  # spec
     d_fc_channels: int = 128  # spec

@@ -103,5 +103,11 @@ def test_schedule_clipping_and_ema(tmp_path):
     ema = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
     raw = state["networks"]["G"]
     assert set(raw) <= set(ema) and any(not torch.equal(ema[k], raw[k]) for k in raw)
-    # inference uses the EMA copy
+    # inference uses the EMA copy, during training and after loading the run (regression: the loaded run used
+    # the raw weights although validation had scored - and picked best.pt with - the EMA's)
     assert pipeline.inference_network("G") is not pipeline.networks["G"]
+    from medgen.engine.api import load_trained
+
+    _, _, stages, _ = load_trained(run_dir, device="cpu", checkpoint="last")
+    loaded = stages[0].inference_network("G").state_dict()
+    assert all(torch.equal(loaded[k], ema[k]) for k in raw)

@@ -327,3 +327,62 @@ def test_edge_scores():
     assert same["edge_l1"] == 0.0 and same["edge_corr"] == pytest.approx(1.0)
     flat = edge_scores(torch.full_like(a, -1.0), a)
     assert flat["edge_l1"] > 0.1
+
+
+# ----- brain mask in training, and the inverse of the mr preset ---------------------------------------------
+def test_training_sees_the_masked_estimate(head, tmp_path):
+    """mask_output applies in training too: the losses and D get -1 outside the brain, with no gradient there,
+    i.e. the same image inference returns (the target is -1 there after normalisation)."""
+    pipe = _pipeline(head, tmp_path, "model.variant=dea")
+    batch = _batch(pipe)
+    outside = batch["brain_mask"] <= 0
+    assert bool(outside.any()) and bool((~outside).any())
+    assert bool((batch["t2"][outside] == -1.0).all())
+    seen = {}
+    original = pipe.generator_losses
+
+    def recording(source, real, fake):
+        seen["fake"] = fake
+        return original(source, real, fake)
+
+    def keep_raw(module, inputs, output):
+        output.retain_grad()
+        seen["raw"] = output
+
+    pipe.generator_losses = recording
+    pipe.networks["G"].register_forward_hook(keep_raw)
+    pipe.update = lambda name, loss: loss.backward() if name == "G" else None
+    pipe.train_step(batch)
+    fake, raw = seen["fake"], seen["raw"]
+    assert bool((fake[outside] == -1.0).all()) and bool((fake[~outside] > -1.0).any())
+    assert bool((raw[outside] != -1.0).any())  # the network itself is not forced to -1
+    # the generator's raw output gets no gradient outside the brain, and some inside
+    assert float(raw.grad[outside].abs().max()) == 0.0 and float(raw.grad[~outside].abs().max()) > 0
+    off = _pipeline(head, tmp_path, "model.mask_output=false")
+    image = torch.rand(2, 1, 16, 16, 16) * 2 - 1
+    torch.testing.assert_close(off.compose(image, batch), image)
+
+
+def test_brain_voxels_at_minus_one_invert_to_low_not_background(head, tmp_path):
+    """The mr preset clips the darkest 0.5 % of the brain to -1 and its own inverse sends every -1 to the
+    background value; inside the brain mask the pipeline inverts linearly (-1 -> the preset's `low`)."""
+    pipe = _pipeline(head, tmp_path)
+    mask = torch.zeros(1, 4, 4, 4)
+    mask[:, 1:3, 1:3, 1:3] = 1
+    case = {"brain_mask": mask, "t1": torch.where(mask > 0, 0.0, -1.0)}
+    params = {"preset": "mr", "low": 100.0, "high": 900.0, "background": 3.0}
+    x = torch.full((1, 4, 4, 4), -1.0)
+    x[0, 1, 1, 2] = 0.5   # inside: (0.5 + 1) * 400 + 100 = 700
+    x[0, 0, 0, 0] = 0.0   # outside but not background (mask_output off): linear, as the preset's inverse
+    out = pipe.to_source_units(case, x, params)
+    assert out[0, 1, 1, 1] == pytest.approx(100.0)  # a brain voxel at -1: the preset's low, not 3.0
+    assert out[0, 1, 1, 2] == pytest.approx(700.0)
+    assert out[0, 0, 0, 0] == pytest.approx(500.0)
+    assert out[0, 3, 3, 3] == pytest.approx(3.0)  # background
+    from medgen.data.presets import invert_intensity
+
+    ref = np.asarray(invert_intensity(x, params))
+    assert ref[0, 1, 1, 1] == pytest.approx(3.0)  # what the preset alone would give (the bug)
+    np.testing.assert_allclose(out[mask.numpy() == 0], ref[mask.numpy() == 0])
+    # Other presets / no params: unchanged.
+    np.testing.assert_allclose(pipe.to_source_units(case, x, None), x.numpy())

@@ -160,16 +160,83 @@ def test_one_scale_for_input_and_target_and_units(head):
     assert m["psnr"] == pytest.approx(psnr(raw_low, raw_full, dr, mask), abs=1e-3)
 
 
+def test_scale_does_not_follow_the_counting_noise(tmp_path):
+    """Regression: the scale was the 99.5th percentile of the raw low dose, which is mostly noise - it grew
+    with 1 / dose (same activity: +40 % from 25 % to 5 % dose here), so input and target were normalised
+    differently at every dose. The smoothed percentile stays within 3 %, and the units still round-trip."""
+    scales = {}
+    for f in (0.25, 0.05):
+        ds = write_phantom_dataset("head", tmp_path / str(f), n_cases=3, seed=3, shape=(32, 32, 32),
+                                   dose_fraction=f).parent
+        for smoothing in (0.0, 2.0):
+            p = _pipeline(ds, f"data.scale_smoothing_vox={smoothing}")
+            case = p.load_cases("validation")[0]
+            scales[f, smoothing] = case["norm"]["low_dose"]["scale"]
+            raw_low = nib.load(p.datalist().validation[0]["low_dose"]).get_fdata()
+            back = p.to_source_units(case, case["low_dose"], p.output_params(case))[0]
+            np.testing.assert_allclose(back, raw_low, rtol=1e-4, atol=1e-2)
+            assert case["norm"]["full_dose"] == case["norm"]["low_dose"]
+    assert scales[0.05, 0.0] / scales[0.25, 0.0] > 1.1  # the raw percentile follows the noise
+    assert scales[0.05, 2.0] / scales[0.25, 2.0] == pytest.approx(1.0, abs=0.03)
+    with pytest.raises(ConfigError):
+        build_config("pet_lowdose", None, ["data.scale_smoothing_vox=-1"])
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")
+def test_lr_decays_linearly_to_zero_over_the_last_fraction(head):
+    """pix2pix's schedule in steps (model.lr_decay_fraction): constant, then linear to 0 at the last step."""
+    p = _pipeline(head, "model.lr_decay_fraction=0.5", "model.lr=1e-3")
+    nets = p.build_networks()
+    opts = p.build_optimizers(nets)
+    scheds = p.build_schedulers(opts, 100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opts["G"].param_groups[0]["lr"])
+        for s in scheds.values():
+            s.step()
+    assert lrs[0] == lrs[50] == pytest.approx(1e-3)
+    assert lrs[75] == pytest.approx(0.5e-3, rel=0.05) and lrs[99] < 0.03e-3
+    assert opts["G"].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert _pipeline(head, "model.lr_decay_fraction=0").build_schedulers(opts, 100) == {}
+
+
+def test_full_resolution_head_and_residual_wrap_the_unet(head):
+    """model.full_res_channels adds 3^3 convs at the input's resolution on [input, U-Net estimate] (the
+    pix2pix U-Net's finest level is at half resolution); model.residual adds the low dose. Zeroing the
+    head's last conv and the U-Net's output layer must give back exactly the low dose."""
+    from medgen.pipelines.pet_lowdose import FullResolutionHead, ResidualOnInput
+
+    G = _pipeline(head, "model.full_res_channels=4", "model.residual=true").build_networks()["G"]
+    assert isinstance(G, ResidualOnInput) and isinstance(G.net, FullResolutionHead)
+    assert G.net.head[0].in_channels == 2 and G.net.head[0].kernel_size == (3, 3, 3)
+    x = torch.rand(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        for conv in (G.net.head[-1], G.net.net.up[0][1]):
+            conv.weight.zero_()
+            conv.bias.zero_()
+        torch.testing.assert_close(G(x), x)
+    G.net.head[-1].weight.data.normal_(0, 0.1)
+    G(x).sum().backward()
+    assert all(p.grad is not None for p in G.net.head.parameters())
+
+
+def _unet(G):
+    """The U-Net inside the optional residual / full-resolution wrappers."""
+    while hasattr(G, "net"):
+        G = G.net
+    return G
+
+
 def test_cascade_networks_and_stage2_sees_stage1(run):
     run_dir, _ = run
     _, _, stages, _ = load_trained(run_dir, device="cpu")
-    assert stages[0].networks["G"].down[0][0].in_channels == 1
-    assert stages[1].networks["G"].down[0][0].in_channels == 2  # [low_dose, stage 1 estimate]
+    assert _unet(stages[0].networks["G"]).down[0][0].in_channels == 1
+    assert _unet(stages[1].networks["G"]).down[0][0].in_channels == 2  # [low_dose, stage 1 estimate]
     assert stages[1].networks["D"].blocks[0][0].in_channels == 3  # [condition (2), full dose or estimate]
     case = stages[0].load_cases("test")[0]
     preds = cascade_predict(stages, case)
     with torch.no_grad():
-        stages[0].networks["G"].up[0][1].bias += 0.5
+        _unet(stages[0].networks["G"]).up[0][1].bias += 0.5
     assert not torch.allclose(cascade_predict(stages, case)[1]["output"], preds[1]["output"])
 
 
