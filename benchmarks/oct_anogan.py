@@ -7,6 +7,7 @@ hundred steps; see SETTINGS and docs/pipelines/oct_anogan.md. A GPU run with the
 (64 x 64 patches, dim 64, 100k+ steps, 500 mapping steps) takes hours, not minutes.
 
     python benchmarks/oct_anogan.py [--work /tmp/oct_bench] [--out benchmarks/results/oct_anogan] [--skip-real]
+        [--steps-scale 5 --mapping-steps 500]   # the longer phantom run in the docs
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ class MrToCtModelConfig:
     d_channels: list[int] = field(default_factory=lambda: [32, 64, 64, 32])  # spec
     d_kernel_sizes: list[int] = field(default_factory=lambda: [5, 3, 3, 3])  # spec
     d_fc_channels: int = 128  # spec
-    lr: float = 1e-4  # medSynthesisV1 default (Adam); the TF code used SGD on raw HU, not comparable
+    lr: float = 1e-4  # V1's --lr help text (its code default 5e-3 is for unnormalised data); TF: SGD on raw HU
     lr_d: float = 1e-4  # ours (V1 uses 1e-3 for its D; 1e-4 keeps D from overpowering G early)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam defaults (V1)
     lr_decay_every: int = 0  # TF code: x0.1 every 30000 steps (0 = constant lr)
