@@ -123,6 +123,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=3000, help="generator steps per stage (CPU-shortened)")
     ap.add_argument("--amyloid-steps", type=int, default=500)
     ap.add_argument("--cases", type=int, default=15, help="phantom subjects (split ~70/10/20)")
+    ap.add_argument("--seed", type=int, default=0, help="training seed of every model (the phantoms stay the same)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
     ap.add_argument("--work", default="", help="scratch folder (default: a temporary one)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "pet_lowdose"))
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
     common = ["data.patch_size=[32,32,32]", "model.ngf=16", "model.ndf=16", "model.d_layers=2",
               "train.batch_size=2", "model.lr=1e-3", "model.lr_decay_fraction=0.5", "model.residual=true",
               "model.full_res_channels=8", "data.scale_smoothing_vox=2.0"]
-    results = {"settings": {"steps_per_stage": args.steps, "threads": args.threads, "overrides": common,
+    results = {"settings": {"steps_per_stage": args.steps, "seed": args.seed, "threads": args.threads, "overrides": common,
                             "device": "cpu", "torch": torch.__version__}}
 
     # ---- phantoms --------------------------------------------------------------------------------
@@ -149,8 +150,9 @@ def main(argv=None) -> int:
         data[f] = write_phantom_dataset("head", work / f"head_{f}", n_cases=n_cases, seed=0, shape=shape,
                                         dose_fraction=f, overwrite=True).parent
     runs_root = work / "runs"
-    cgan = train("cgan", data[0.25], runs_root, args.steps, common + ["model.stages=2"])
-    l1 = train("unet_l1", data[0.25], runs_root, args.steps, common + ["model.stages=1", "model.adversarial=false"])
+    cgan = train("cgan", data[0.25], runs_root, args.steps, common + ["model.stages=2"], seed=args.seed)
+    l1 = train("unet_l1", data[0.25], runs_root, args.steps, common + ["model.stages=1", "model.adversarial=false"],
+               seed=args.seed)
     results["training"] = {"cgan_2stage": cgan, "unet_l1": l1}
     print(f"\ntraining: cGAN 2 stages {cgan['train_s']:.0f} s ({cgan['patches_per_s']:.1f} patches/s), "
           f"L1 U-Net {l1['train_s']:.0f} s ({l1['patches_per_s']:.1f} patches/s)")
