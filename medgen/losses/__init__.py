@@ -7,7 +7,7 @@ Plain L1 / L2 voxel losses are ``torch.nn.L1Loss`` / ``torch.nn.MSELoss``.
 
 from __future__ import annotations
 
-from medgen.losses.adversarial import ADVERSARIAL_MODES, AdversarialLoss, gradient_penalty
+from medgen.losses.adversarial import ADVERSARIAL_MODES, AdversarialLoss, gradient_penalty, real_fake_logits
 from medgen.losses.edge import EdgeL1Loss, sobel_edges, sobel_kernels
 from medgen.losses.feature import feature_matching_loss
 from medgen.losses.gradient import GradientDifferenceLoss, gradient_difference_loss
@@ -18,6 +18,7 @@ __all__ = [
     "ADVERSARIAL_MODES",
     "AdversarialLoss",
     "gradient_penalty",
+    "real_fake_logits",
     "EdgeL1Loss",
     "sobel_edges",
     "sobel_kernels",

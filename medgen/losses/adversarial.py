@@ -18,7 +18,7 @@ from torch import nn
 
 from medgen.errors import ConfigError, MedgenError
 
-__all__ = ["AdversarialLoss", "gradient_penalty", "ADVERSARIAL_MODES"]
+__all__ = ["AdversarialLoss", "gradient_penalty", "real_fake_logits", "ADVERSARIAL_MODES"]
 
 ADVERSARIAL_MODES = ("vanilla", "lsgan", "hinge", "wgan")
 
@@ -211,3 +211,29 @@ def gradient_penalty(
     )
     norms = grad.float().flatten(1).norm(2, dim=1)
     return weight * ((norms - 1.0) ** 2).mean()
+
+
+def _split_batch(output, n: int):
+    """Split a discriminator output (tensor, or nested lists / tuples of tensors) at batch index n."""
+    if isinstance(output, torch.Tensor):
+        return output[:n], output[n:]
+    if isinstance(output, (list, tuple)):
+        parts = [_split_batch(o, n) for o in output]
+        return type(output)(p[0] for p in parts), type(output)(p[1] for p in parts)
+    raise MedgenError(f"discriminator output must be tensors or lists of tensors, got {type(output).__name__}")
+
+
+def real_fake_logits(discriminator: Callable, real: torch.Tensor, fake: torch.Tensor, shared_batch: bool = True):
+    """``(D(real), D(fake))``; with ``shared_batch`` both go through D as ONE batch.
+
+    Why: a discriminator with batch norm (in training mode) normalises each call by that call's own statistics,
+    so with separate calls any shift shared by the whole fake batch (e.g. every soft-tissue voxel 40 HU too
+    bright) is subtracted out before D can compare it with the real batch, and nothing in the adversarial
+    signal holds the generator's intensity level. One shared batch lets batch norm see both. Without batch norm
+    the two forms give the same logits.
+    """
+    if not shared_batch:
+        return discriminator(real), discriminator(fake)
+    if real.shape[1:] != fake.shape[1:]:
+        raise MedgenError(f"real and fake discriminator inputs differ in shape: {tuple(real.shape)} vs {tuple(fake.shape)}")
+    return _split_batch(discriminator(torch.cat([real, fake.to(real.dtype)])), real.shape[0])

@@ -72,6 +72,9 @@ class MrToCtModelConfig:
     d_channels: list[int] = field(default_factory=lambda: [32, 64, 64, 32])  # spec
     d_kernel_sizes: list[int] = field(default_factory=lambda: [5, 3, 3, 3])  # spec
     d_fc_channels: int = 128  # spec
+    d_shared_batch: bool = True  # ours: real and generated patches go through D as one batch, so its batch norm
+    # can compare their levels; with the reference's separate calls a shift of the whole generated batch is
+    # normalised away before D sees it (docs/pipelines/mr_to_ct.md, "Discriminator batches")
     lr: float = 1e-4  # V1's --lr help text (its code default 5e-3 is for unnormalised data); TF: SGD on raw HU
     lr_d: float = 1e-4  # ours (V1 uses 1e-3 for its D; 1e-4 keeps D from overpowering G early)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam defaults (V1)
@@ -250,7 +253,7 @@ class MrToCt(VolumePipeline):
         return self._adv_loss
 
     def train_step(self, batch):
-        from medgen.losses import gradient_difference_loss
+        from medgen.losses import gradient_difference_loss, real_fake_logits
 
         m = self.config.model
         x, y = self.network_input(batch), batch["ct"]
@@ -258,7 +261,8 @@ class MrToCt(VolumePipeline):
         logs = {}
         if m.adversarial:
             D = self.networks["D"]
-            loss_d = self._adv()(D(y), True) + self._adv()(D(fake.detach()), False)
+            d_real, d_fake = real_fake_logits(D, y, fake.detach(), m.d_shared_batch)
+            loss_d = self._adv()(d_real, True) + self._adv()(d_fake, False)
             self.update("D", loss_d)
             logs["loss_d"] = loss_d.detach()
         voxel = torch.nn.functional.l1_loss(fake, y) if m.voxel_loss == "l1" else torch.nn.functional.mse_loss(fake, y)
@@ -270,7 +274,8 @@ class MrToCt(VolumePipeline):
             logs["loss_gdl"] = gdl.detach()
         if m.adversarial and m.lambda_adv > 0:
             with self.frozen("D"):
-                adv = self._adv()(self.networks["D"](fake), True, for_discriminator=False)
+                adv = self._adv()(real_fake_logits(self.networks["D"], y, fake, m.d_shared_batch)[1], True,
+                                  for_discriminator=False)
             loss = loss + m.lambda_adv * adv
             logs["loss_adv"] = adv.detach()
         self.update("G", loss)

@@ -172,3 +172,29 @@ def test_gradient_penalty_conv_critic_3d_positive_and_seeded():
     assert fake.grad is None  # the penalty is a critic-only term
     with pytest.raises(MedgenError):
         gradient_penalty(critic, real, torch.rand(2, 1, 4, 4, 4))
+
+
+def test_shared_batch_lets_batch_norm_see_a_level_shift():
+    """Regression (mr_to_ct): with separate calls, a batch-norm discriminator in training mode normalises a shift
+    common to the whole fake batch away, so D(fake + c) == D(fake) and nothing holds the generator's level; in
+    one shared batch the shift changes the fake logits."""
+    from medgen.losses import real_fake_logits
+
+    torch.manual_seed(0)
+    D = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.BatchNorm3d(4), torch.nn.ReLU(),
+                            torch.nn.Flatten(), torch.nn.LazyLinear(1)).train()
+    real = torch.randn(4, 1, 6, 6, 6)
+    fake = torch.randn(4, 1, 6, 6, 6)
+    _, sep = real_fake_logits(D, real, fake, shared_batch=False)
+    _, sep_shifted = real_fake_logits(D, real, fake + 0.5, shared_batch=False)
+    assert torch.allclose(sep, sep_shifted, atol=1e-4)  # the shift is invisible to D
+    _, joint = real_fake_logits(D, real, fake, shared_batch=True)
+    _, joint_shifted = real_fake_logits(D, real, fake + 0.5, shared_batch=True)
+    assert (joint - joint_shifted).abs().max() > 1e-2
+    # without batch norm the two forms agree
+    D.eval()
+    a = real_fake_logits(D, real, fake, shared_batch=False)
+    b = real_fake_logits(D, real, fake, shared_batch=True)
+    assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a, b))
+    with pytest.raises(MedgenError, match="differ in shape"):
+        real_fake_logits(D, real, fake[:, :, :5])

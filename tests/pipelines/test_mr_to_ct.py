@@ -272,3 +272,27 @@ def test_adversarial_weight_is_scaled_to_the_normalised_voxel_loss(head):
     assert g_adv < 0.1 * g_vox, (float(g_adv), float(g_vox))
     g_old = torch.autograd.grad(0.05 * p._adv()(nets["D"](fake), True, for_discriminator=False), fake)[0].norm()
     assert g_old > 0.1 * g_vox  # the old weight fails the same check (the test can fail)
+
+
+def test_discriminator_sees_real_and_generated_patches_in_one_batch(head):
+    """With separate D calls (the reference's), D's batch norm normalises away any level shift shared by the
+    generated batch, so the adversarial term cannot hold G's HU level. Every D forward in a training step must
+    carry real and generated patches together (2x the batch)."""
+    cfg = _cfg(f"data.dataset={head}", "train.batch_size=2")
+    assert cfg.model.d_shared_batch
+    p = MrToCt(cfg)
+    p.networks = p.build_networks()
+    sizes = []
+    p.networks["D"].register_forward_hook(lambda mod, inp, out: sizes.append(inp[0].shape[0]))
+
+    class Engine:  # the minimum of the engine that train_step uses
+        ema = None
+
+        def update(self, name, loss, loss_name):
+            loss.backward()
+            return True
+
+    p._engine = Engine()
+    ds = p.train_dataset()
+    p.train_step(torch.utils.data.default_collate([ds[i] for i in range(2)]))
+    assert sizes == [4, 4]  # D's update and G's adversarial term
