@@ -235,5 +235,6 @@ def real_fake_logits(discriminator: Callable, real: torch.Tensor, fake: torch.Te
     if not shared_batch:
         return discriminator(real), discriminator(fake)
     if real.shape[1:] != fake.shape[1:]:
-        raise MedgenError(f"real and fake discriminator inputs differ in shape: {tuple(real.shape)} vs {tuple(fake.shape)}")
+        raise MedgenError("real and fake discriminator inputs differ in shape: "
+                          f"{tuple(real.shape)} vs {tuple(fake.shape)}")
     return _split_batch(discriminator(torch.cat([real, fake.to(real.dtype)])), real.shape[0])
