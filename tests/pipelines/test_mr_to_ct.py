@@ -13,6 +13,7 @@ from medgen.data.phantoms import write_phantom_dataset
 from medgen.engine.api import build_config, evaluate, infer, load_trained, train_config
 from medgen.engine.cascade import cascade_predict
 from medgen.errors import ConfigError, DataError
+from medgen.losses import real_fake_logits
 from medgen.pipelines.mr_to_ct import MrToCt, patch_sizes
 from medgen.pipelines.mr_to_ct_baselines import BulkDensity, IntensityRegression
 from medgen.pipelines.mr_to_ct_data import check_ct_units, cormack_to_hu, ct_metrics
@@ -266,11 +267,14 @@ def test_adversarial_weight_is_scaled_to_the_normalised_voxel_loss(head):
     fake = nets["G"](p.network_input(batch))
     voxel = torch.nn.functional.mse_loss(fake, batch["ct"])
     g_vox = torch.autograd.grad(voxel, fake, retain_graph=True)[0].norm()
-    adv = p._adv()(nets["D"](fake), True, for_discriminator=False)
-    g_adv = torch.autograd.grad(cfg.model.lambda_adv * adv, fake)[0].norm()
+    def d_fake():  # D as the pipeline calls it: real and generated patches in one batch
+        return real_fake_logits(nets["D"], batch["ct"], fake, cfg.model.d_shared_batch)[1]
+
+    adv = p._adv()(d_fake(), True, for_discriminator=False)
+    g_adv = torch.autograd.grad(cfg.model.lambda_adv * adv, fake, retain_graph=True)[0].norm()
     assert cfg.model.lambda_adv == MrToCt.config_class().model.lambda_adv  # the smoke config keeps the default
     assert g_adv < 0.1 * g_vox, (float(g_adv), float(g_vox))
-    g_old = torch.autograd.grad(0.05 * p._adv()(nets["D"](fake), True, for_discriminator=False), fake)[0].norm()
+    g_old = torch.autograd.grad(0.05 * p._adv()(d_fake(), True, for_discriminator=False), fake)[0].norm()
     assert g_old > 0.1 * g_vox  # the old weight fails the same check (the test can fail)
 
 
