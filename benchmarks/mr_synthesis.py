@@ -251,7 +251,7 @@ def main(argv=None) -> int:
                         help="print the phantom means over every seed's results file and the targets on them, then exit")
     args = parser.parse_args(argv)
     if args.combine:
-        print(seed_summary(sorted(Path(args.out).glob("results_phantom*.json"))))
+        print(seed_summary(sorted(Path(args.out).glob("results*.json"))))
         return 0
     torch.set_num_threads(args.threads)
     from medgen.data.phantoms import write_phantom_dataset
