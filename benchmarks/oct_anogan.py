@@ -3,11 +3,14 @@ phantoms and on the real B-scans of ../shared/data/oct_anogan (normals for train
 abnormal scans for test only).
 
 CPU-shortened on purpose (the machine is shared by several jobs): 32 x 32 patches, small networks and a few
-hundred steps; see SETTINGS and docs/pipelines/oct_anogan.md. A GPU run with the paper's settings
-(64 x 64 patches, dim 64, 100k+ steps, 500 mapping steps) takes hours, not minutes.
+hundred base steps; see SETTINGS and docs/pipelines/oct_anogan.md. A GPU run with the paper's settings
+(64 x 64 patches, dim 64, 100k+ steps, 500 mapping steps) takes hours, not minutes. Every ROC AUC is printed
+with its DeLong 95 % interval, and the methods are compared pairwise on the same test scans.
 
+    python benchmarks/oct_anogan.py --steps-scale 5     # the run in the docs (300 phantom scans, about 1 hour)
     python benchmarks/oct_anogan.py [--work /tmp/oct_bench] [--out benchmarks/results/oct_anogan] [--skip-real]
-        [--steps-scale 5 --mapping-steps 500]   # the longer phantom run in the docs
+        [--phantom-cases 60] [--steps-scale 5 --mapping-steps 500]   # the earlier 20-test-scan runs
+    python benchmarks/oct_anogan.py --paired-only benchmarks/results/oct_anogan/results.json
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ METHODS = ("fanogan", "anogan", "autoencoder")
 COMMON = ["data.patch_size=[32,32]", "train.batch_size=32", "train.log_every=25", "train.progress=lines"]
 SETTINGS = {
     "phantom": {
-        "common": COMMON + ["data.phantom_shape=[128,128]", "data.phantom_cases=60", "infer.overlap=0.5"],
+        "common": COMMON + ["data.phantom_shape=[128,128]", "infer.overlap=0.5"],  # + data.phantom_cases
         "fanogan": ["model.dim=8", "model.latent_dim=64", "train.iterations=300", "model.encoder_iterations=150",
                     "train.val_every=50"],
         "anogan": ["model.dcgan_ngf=16", "train.iterations=600", "model.mapping_steps=100",
@@ -67,13 +70,14 @@ def real_dataset(folder: Path) -> Path:
     return folder
 
 
-def throughput(run_dir: str, split: str = "test") -> dict:
-    """Whole-B-scan scoring speed (images/s) of a trained run on the test scans (threshold not included)."""
+def throughput(run_dir: str, split: str = "test", max_images: int = 20) -> dict:
+    """Whole-B-scan scoring speed (images/s) of a trained run on the first `max_images` test scans (threshold
+    not included)."""
     from medgen.engine.api import load_trained
 
     _, _, stages, _ = load_trained(run_dir, device="cpu")
     p = stages[-1]
-    cases = p.load_cases(split)
+    cases = p.load_cases(split)[:max_images]
     with torch.no_grad():
         p.predict_case(cases[0])  # warm-up
         t0 = time.perf_counter()
@@ -101,7 +105,7 @@ def scaled(settings: list[str], factor: float, mapping_steps: int | None = None)
 
 def run_dataset(tag: str, dataset: Path | None, work: Path, out: Path, seed: int = 0) -> dict:
     from medgen.engine.api import build_config, infer, train_config
-    from medgen.pipelines.oct_anogan import evaluate_anomaly
+    from medgen.pipelines.oct_anogan import _phantom_dataset, evaluate_anomaly
     from medgen.pipelines.oct_anogan_scoring import read_scores
 
     s = SETTINGS[tag]
@@ -119,7 +123,7 @@ def run_dataset(tag: str, dataset: Path | None, work: Path, out: Path, seed: int
         t0 = time.perf_counter()
         inf = infer(summary["run_dir"], split="test", overwrite=True, device="cpu")
         t_infer = time.perf_counter() - t0
-        ds = dataset or (work / "data" / "oct")
+        ds = dataset or _phantom_dataset(cfg.data)  # the folder the pipeline wrote its phantoms to
         metrics = evaluate_anomaly(inf["out"], ds, out=Path(summary["run_dir"]) / "eval")
         tp = throughput(summary["run_dir"])
         steps = cfg.train.iterations
@@ -153,13 +157,40 @@ def run_dataset(tag: str, dataset: Path | None, work: Path, out: Path, seed: int
     return {"methods": results, "per_case": sorted(per_case.values(), key=lambda r: (r["label"], r["id"]))}
 
 
+def paired_tests(per_case: list[dict]) -> list[dict]:
+    """DeLong's paired test of every GAN against the autoencoder (and f-AnoGAN against AnoGAN) on the same
+    test scans, from the per-case scores: is a difference in ROC AUC larger than the few scans can resolve?"""
+    from medgen.metrics import compare_roc_auc
+
+    labels = [int(r["label"]) for r in per_case]
+    out = []
+    for a, b in (("fanogan", "autoencoder"), ("anogan", "autoencoder"), ("fanogan", "anogan")):
+        if f"{a}_score" not in per_case[0] or f"{b}_score" not in per_case[0]:
+            continue
+        c = compare_roc_auc([r[f"{a}_score"] for r in per_case], [r[f"{b}_score"] for r in per_case], labels)
+        out.append({"id": f"{a} - {b}", "auc_a": c["auc_a"], "auc_b": c["auc_b"], "difference": c["difference"],
+                    "ci95_low": c["low"], "ci95_high": c["high"], "p": c["p"]})
+    return out
+
+
+def print_paired(tag: str, per_case: list[dict]) -> list[dict]:
+    from medgen.metrics import format_table
+
+    rows = paired_tests(per_case)
+    print(f"\n### {tag}: paired ROC AUC differences on the same test scans (DeLong; p = two-sided, equal AUCs)\n")
+    print(format_table(rows))
+    return rows
+
+
 def print_tables(tag: str, res: dict) -> None:
     from medgen.metrics import format_table
 
     rows = []
     for m, r in res["methods"].items():
         mt = r["metrics"]
-        rows.append({"id": m, "roc_auc": mt.get("roc_auc"), "pr_auc": mt.get("pr_auc"), "pixel_auc": mt.get("pixel_auc"),
+        ci = (f"{mt['roc_auc_ci_low']:.2f}-{mt['roc_auc_ci_high']:.2f}" if "roc_auc_ci_low" in mt else "-")
+        rows.append({"id": m, "roc_auc": mt.get("roc_auc"), "roc_auc_ci95": ci, "pr_auc": mt.get("pr_auc"),
+                     "pixel_auc": mt.get("pixel_auc"),
                      "threshold": mt.get("threshold"), "sensitivity": mt.get("sensitivity"),
                      "specificity": mt.get("specificity"), "n_normal": mt.get("n_normal"), "n_abnormal": mt.get("n_abnormal")})
     print(f"\n### {tag}: image-level metrics (test split)\n")
@@ -171,6 +202,7 @@ def print_tables(tag: str, res: dict) -> None:
     print(format_table(rows))
     print(f"\n### {tag}: per case (score; 1 = called abnormal at the validation threshold)\n")
     print(format_table([{k: v for k, v in r.items()} for r in res["per_case"]]))
+    res["paired"] = print_paired(tag, res["per_case"])
 
 
 def main() -> int:
@@ -183,10 +215,22 @@ def main() -> int:
                     help="multiply every training step count (and validation interval) of SETTINGS by this")
     ap.add_argument("--mapping-steps", type=int, default=0,
                     help="AnoGAN's test-time mapping steps (0: SETTINGS' 100; the paper uses about 500)")
+    ap.add_argument("--phantom-cases", type=int, default=300,
+                    help="phantom B-scans: half training, 1/6 validation, 1/3 test (half of them abnormal); "
+                         "300 gives 50 + 50 test scans, enough to tell AUCs apart (10 + 10 could not)")
+    ap.add_argument("--paired-only", metavar="RESULTS_JSON",
+                    help="print the paired AUC tests of a saved results file's per-case scores, and exit")
     args = ap.parse_args()
+    if args.paired_only:
+        saved = json.loads(Path(args.paired_only).read_text())
+        for tag in ("phantom", "real"):
+            if tag in saved:
+                print_paired(tag, saved[tag]["per_case"])
+        return 0
     for tag in SETTINGS:
         for method in METHODS:
             SETTINGS[tag][method] = scaled(SETTINGS[tag][method], args.steps_scale, args.mapping_steps)
+    SETTINGS["phantom"]["common"].append(f"data.phantom_cases={args.phantom_cases}")
     torch.set_num_threads(1)  # 2 shared cores: one thread is faster than two fighting
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

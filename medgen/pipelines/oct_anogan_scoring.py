@@ -274,14 +274,18 @@ def plot_roc_pr(scores: np.ndarray, labels: np.ndarray, out_dir: Path, overwrite
 
 
 def anomaly_metrics(scores, labels, threshold: float | None, maps=None, masks=None) -> dict:
-    """Image-level ROC AUC, PR AUC, sensitivity / specificity at `threshold`, pixel AUC where masks exist."""
-    from medgen.metrics import pixel_auc, pr_auc, roc_auc, sensitivity_specificity
+    """Image-level ROC AUC (with its DeLong 95 % interval when each class has 2+ scans), PR AUC, sensitivity /
+    specificity at `threshold`, pixel AUC where masks exist."""
+    from medgen.metrics import pixel_auc, pr_auc, roc_auc, roc_auc_ci, sensitivity_specificity
 
     scores = np.asarray(scores, np.float64)
     labels = np.asarray(labels, np.int64)
     out = {"n_normal": int((labels == 0).sum()), "n_abnormal": int((labels == 1).sum())}
     if out["n_normal"] and out["n_abnormal"]:
         out["roc_auc"] = roc_auc(scores, labels)
+        if min(out["n_normal"], out["n_abnormal"]) >= 2:
+            ci = roc_auc_ci(scores, labels)
+            out.update(roc_auc_se=ci["se"], roc_auc_ci_low=ci["low"], roc_auc_ci_high=ci["high"])
         out["pr_auc"] = pr_auc(scores, labels)
         if threshold is not None and np.isfinite(threshold):
             ss = sensitivity_specificity(scores, labels, threshold)

@@ -9,6 +9,7 @@ configured by `VolumeDataConfig` and `InferConfig`.
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from medgen.engine.cascade import PREVIOUS_KEY, add_previous_estimates
 from medgen.engine.inference import sliding_window, valid_sliding_window
 from medgen.engine.options import DataConfig
-from medgen.errors import ConfigError, DataError
+from medgen.errors import ConfigError, DataError, MedgenError
 from medgen.pipelines.base import Pipeline
 
 
@@ -35,23 +36,58 @@ class VolumeDataConfig(DataConfig):
 
 def phantom_dataset(kind: str, data_cfg, seed: int = 0, folder: str | Path | None = None, **options) -> Path:
     """The embedded phantom dataset of `kind`, written on first use under data.phantom_dir (in `folder` when
-    given). Under torchrun rank 0 writes it while the other ranks wait, so they never race on the same files."""
+    given). Under torchrun rank 0 writes it while the other ranks wait, so they never race on the same files.
+
+    The generator's defaults go to `<phantom_dir>/<kind>` (what `medgen demo` writes); a config asking for another
+    case count or size gets its own folder, e.g. `<phantom_dir>/head_8cases_24x24x24`, so two configs sharing a
+    phantom_dir never read each other's phantoms."""
     import torch.distributed as dist
 
     from medgen.data.phantoms import write_phantom_dataset
     from medgen.engine.distributed import barrier
 
-    folder = Path(folder) if folder is not None else Path(data_cfg.phantom_dir) / kind
+    if data_cfg.phantom_cases:
+        options["n_cases"] = data_cfg.phantom_cases
+    shape = getattr(data_cfg, "phantom_shape", None)
+    if shape:
+        options["shape"] = tuple(shape)
+    if folder is None:
+        name = [kind]
+        if "n_cases" in options:
+            name.append(f"{options['n_cases']}cases")
+        if "shape" in options:
+            name.append("x".join(map(str, options["shape"])))
+        folder = Path(data_cfg.phantom_dir) / "_".join(name)
+    folder = Path(folder)
     is_main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     if is_main and not (folder / "dataset.json").exists():
-        if data_cfg.phantom_cases:
-            options["n_cases"] = data_cfg.phantom_cases
-        shape = getattr(data_cfg, "phantom_shape", None)
-        if shape:
-            options["shape"] = tuple(shape)
         write_phantom_dataset(kind, folder, seed=seed, **options)
     barrier()
+    _check_phantom_matches(folder, kind, seed, options)
     return folder
+
+
+def _check_phantom_matches(folder: Path, kind: str, seed: int, requested: dict) -> None:
+    """A phantom folder written earlier is reused only if it was written with what the config asks for now:
+    a run with data.phantom_cases=300 must not silently train on the 60 B-scans of an older run."""
+    try:
+        written = json.loads((folder / "dataset.json").read_text()).get("phantom")
+    except (OSError, ValueError) as err:
+        raise MedgenError(f"{folder / 'dataset.json'}: cannot read the phantom dataset ({err})") from err
+    if not isinstance(written, dict):
+        return  # not written by medgen.data.phantoms: the user's own folder, used as it is
+    have = {"kind": written.get("kind"), "seed": written.get("seed"), "n_cases": written.get("n_cases"),
+            "shape": written.get("shape"), **(written.get("options") or {})}
+
+    def plain(v):
+        return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+    want = {"kind": kind, "seed": int(seed), **requested}
+    differ = [f"{k}={plain(have.get(k))!r} (asked: {plain(v)!r})" for k, v in want.items()
+              if plain(have.get(k)) != plain(v)]
+    if differ:
+        raise MedgenError(f"{folder}: this phantom dataset was written with {', '.join(differ)}; set "
+                          "data.phantom_dir to another folder (or delete this one) to write the phantom asked for")
 
 
 class VolumePipeline(Pipeline):

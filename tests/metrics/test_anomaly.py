@@ -6,7 +6,15 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from medgen.errors import MedgenError
-from medgen.metrics import pixel_auc, pr_auc, roc_auc, sensitivity_specificity, threshold_at_specificity
+from medgen.metrics import (
+    compare_roc_auc,
+    pixel_auc,
+    pr_auc,
+    roc_auc,
+    roc_auc_ci,
+    sensitivity_specificity,
+    threshold_at_specificity,
+)
 
 
 def test_roc_and_pr_auc_hand_and_sklearn():
@@ -94,3 +102,61 @@ def test_pixel_auc_array_and_list():
         pixel_auc([maps[0]], [masks[0, :4]])
     with pytest.raises(MedgenError, match="2 maps but 1 masks"):
         pixel_auc([maps[0], maps[1]], [masks[0]])
+
+
+def test_roc_auc_ci_by_hand():
+    # abnormal 0.9, 0.6; normal 0.7, 0.1: the abnormal cases outrank 1 and 1/2 of the normals, the normals are
+    # outranked by 1/2 and 1 of the abnormals -> AUC 0.75, variance 0.125/2 + 0.125/2 (sample variances)
+    r = roc_auc_ci([0.9, 0.6, 0.7, 0.1], [1, 1, 0, 0])
+    assert r["auc"] == pytest.approx(0.75)
+    assert r["se"] == pytest.approx(np.sqrt(0.125))
+    assert r["low"] == pytest.approx(0.75 - 1.959964 * np.sqrt(0.125)) and r["high"] == 1.0  # clipped at 1
+    # ties count half, as in sklearn
+    s, y = [1.0, 1.0, 0.5, 1.0, 0.2], [1, 0, 1, 0, 0]
+    assert roc_auc_ci(s, y)["auc"] == pytest.approx(roc_auc_score(y, s))
+    with pytest.raises(MedgenError, match="at least 2 normal and 2 abnormal"):
+        roc_auc_ci([0.9, 0.6, 0.1], [1, 1, 0])
+    with pytest.raises(MedgenError, match="confidence level"):
+        roc_auc_ci([0.9, 0.6, 0.7, 0.1], [1, 1, 0, 0], level=95)
+
+
+def test_roc_auc_ci_coverage_and_paired_test_size():
+    """Binormal scores (normal N(0,1), abnormal N(d,1), true AUC = Phi(d / sqrt 2)): over 400 simulated
+    studies of 30 + 30 cases the 95 % interval covers the true AUC in 90-98 % of them; and two correlated
+    scorers with the same true AUC are called different (p < 0.05) in at most 9 % of them."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(0)
+    d, m = 1.2, 30
+    true_auc = norm.cdf(d / np.sqrt(2))
+    y = np.r_[np.ones(m), np.zeros(m)]
+    covered = rejected = 0
+    for _ in range(400):
+        shared = rng.normal(size=2 * m)  # what both scorers see of each case
+        a = y * d + np.sqrt(0.5) * shared + np.sqrt(0.5) * rng.normal(size=2 * m)
+        b = y * d + np.sqrt(0.5) * shared + np.sqrt(0.5) * rng.normal(size=2 * m)
+        ci = roc_auc_ci(a, y)
+        covered += ci["low"] <= true_auc <= ci["high"]
+        rejected += compare_roc_auc(a, b, y)["p"] < 0.05
+    assert 0.90 <= covered / 400 <= 0.98
+    assert rejected / 400 <= 0.09
+
+
+def test_compare_roc_auc_detects_a_better_scorer_and_pairs():
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(40), np.zeros(40)]
+    case = rng.normal(size=80)
+    good = 1.5 * y + case  # AUC about 0.86
+    worse = 0.3 * y + case + 0.5 * rng.normal(size=80)
+    r = compare_roc_auc(good, worse, y)
+    assert r["auc_a"] == pytest.approx(roc_auc(good, y)) and r["auc_b"] == pytest.approx(roc_auc(worse, y))
+    assert r["difference"] > 0 and r["p"] < 0.01 and r["low"] > 0
+    # the paired SE is smaller than the two unpaired SEs combined, because the scorers share the case term
+    unpaired = np.hypot(roc_auc_ci(good, y)["se"], roc_auc_ci(worse, y)["se"])
+    assert r["se"] < unpaired
+    same = compare_roc_auc(good, good, y)
+    assert same["difference"] == 0 and same["p"] == 1.0
+    flipped = compare_roc_auc([2, 3, 0, 1], [0, 1, 2, 3], [1, 1, 0, 0])  # AUC 1 vs 0, no spread at all
+    assert flipped["difference"] == 1.0 and flipped["p"] == 0.0
+    with pytest.raises(MedgenError, match="scores_a"):
+        compare_roc_auc([0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3], [1, 1, 0, 0])

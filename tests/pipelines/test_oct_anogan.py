@@ -55,7 +55,7 @@ def test_end_to_end_resume_infer_evaluate(tmp_path):
     assert res["written"] == 4 and res["failed"] == 0
     out = Path(res["out"])
     manifest = json.loads((out / "manifest.json").read_text())
-    dataset = tmp_path / "data" / "oct"
+    dataset = tmp_path / "data" / "oct_12cases_64x64"  # the smoke config asks for 12 scans of 64 x 64
     cases = {c["id"]: c for c in json.loads((dataset / "dataset.json").read_text())["test"]}
     for cid, entry in manifest["cases"].items():
         amap = nib.load(entry["files"][0]["path"])
@@ -71,6 +71,7 @@ def test_end_to_end_resume_infer_evaluate(tmp_path):
     metrics = evaluate_anomaly(out, dataset)
     assert metrics["n_normal"] == 2 and metrics["n_abnormal"] == 2
     assert 0.0 <= metrics["roc_auc"] <= 1.0 and "pixel_auc" in metrics and "sensitivity" in metrics
+    assert metrics["roc_auc_ci_low"] <= metrics["roc_auc"] <= metrics["roc_auc_ci_high"]
     assert (out.parent / "eval" / "roc.png").exists() and (out.parent / "eval" / "pr.png").exists()
     from medgen.cli import main  # `medgen evaluate` dispatches to the pipeline's own scoring
 

@@ -94,3 +94,24 @@ def test_bad_training_case_refused_or_skipped(tmp_path):
     with pytest.warns(UserWarning, match="skipping case"):
         cases = pipeline.load_cases("training")
     assert bad["id"] not in {c["id"] for c in cases} and pipeline.skipped_cases[0]["id"] == bad["id"]
+
+
+def test_phantom_folder_per_request_and_stale_folders_refused(tmp_path):
+    """data.phantom_dir is written on first use: configs asking for different phantoms get different folders
+    (two smoke configs sharing demo_data never read each other's cases), and a folder whose phantom differs from
+    the request gives a clear error naming the folder and the difference instead of silent reuse."""
+    from medgen.errors import MedgenError
+    from medgen.pipelines.volume import VolumeDataConfig, phantom_dataset
+
+    cfg = VolumeDataConfig(phantom_dir=str(tmp_path), phantom_cases=3, phantom_shape=[16, 16, 16])
+    folder = phantom_dataset("head", cfg, seed=0)
+    assert folder == tmp_path / "head_3cases_16x16x16"
+    assert json.loads((folder / "dataset.json").read_text())["phantom"]["n_cases"] == 3
+    assert phantom_dataset("head", cfg, seed=0) == folder  # same request: reused as it is
+    other = VolumeDataConfig(phantom_dir=str(tmp_path), phantom_cases=4, phantom_shape=[16, 16, 16])
+    assert phantom_dataset("head", other, seed=0) == tmp_path / "head_4cases_16x16x16"
+    with pytest.raises(MedgenError, match=r"n_cases=3 \(asked: 4\)") as err:
+        phantom_dataset("head", other, seed=0, folder=folder)
+    assert str(folder) in str(err.value)
+    with pytest.raises(MedgenError, match=r"seed=0 \(asked: 1\)"):
+        phantom_dataset("head", cfg, seed=1)
