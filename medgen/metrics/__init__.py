@@ -21,6 +21,7 @@ from medgen.metrics.segmentation import dice, hd95, lesion_f1, segmentation_metr
 __all__ = [
     "psnr", "ssim", "mae", "mse", "nmse", "ncc", "image_metrics",
     "dice", "hd95", "lesion_f1", "volume_error", "segmentation_metrics",
-    "roc_auc", "roc_auc_ci", "compare_roc_auc", "pr_auc", "threshold_at_specificity", "sensitivity_specificity", "pixel_auc",
+    "roc_auc", "roc_auc_ci", "compare_roc_auc", "pr_auc", "threshold_at_specificity", "sensitivity_specificity",
+    "pixel_auc",
     "write_report", "summarise", "format_table",
 ]

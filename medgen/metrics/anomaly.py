@@ -17,7 +17,8 @@ import numpy as np
 from medgen.errors import MedgenError
 from medgen.metrics.image import _as_array, _as_binary, _check_finite, _check_same_shape
 
-__all__ = ["roc_auc", "roc_auc_ci", "compare_roc_auc", "pr_auc", "threshold_at_specificity", "sensitivity_specificity", "pixel_auc"]
+__all__ = ["roc_auc", "roc_auc_ci", "compare_roc_auc", "pr_auc", "threshold_at_specificity", "sensitivity_specificity",
+           "pixel_auc"]
 
 
 def _scores_labels(scores: Any, labels: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
