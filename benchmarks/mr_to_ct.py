@@ -298,7 +298,7 @@ def main(argv=None):
     results["total_s"] = time.perf_counter() - t_all
     print(f"\npeak RSS {results['peak_rss_mb']:.0f} MB; total {results['total_s'] / 60:.1f} min")
     out = RESULTS / ("results.json" if args.seed == 0 else f"results_seed{args.seed}.json")
-    if set(args.variants) != set(VARIANTS):  # kept apart: --combine reads only complete runs
+    if partial:  # kept apart: --combine reads only complete runs
         out = RESULTS / "partial" / f"results_seed{args.seed}_{'+'.join(args.variants)}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=float))

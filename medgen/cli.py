@@ -226,17 +226,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"medgen {args.command}: interrupted", file=sys.stderr)
         return 130
-    finally:
-        _end_distributed()
-
-
-def _end_distributed() -> None:
-    """Under torchrun, destroy the process group before exit: a gloo group left to the interpreter's teardown
-    can abort a rank ("terminate called without an active exception") after all the work is done."""
-    if "torch.distributed" in sys.modules:  # never import torch just for this (`--help` stays light)
-        from medgen.engine.distributed import cleanup
-
-        cleanup()
 
 
 if __name__ == "__main__":

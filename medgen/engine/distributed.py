@@ -9,6 +9,7 @@ identical; floating-point buffers (batch-norm statistics) are averaged once per 
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -41,6 +42,9 @@ def init_distributed(device_request: str = "auto") -> DistInfo:
     use_cuda = torch.cuda.is_available() and device_request != "cpu"
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        # a gloo group left to the interpreter's teardown can abort a rank after all its work is done
+        # ("terminate called without an active exception"): destroy it first, whoever called us
+        atexit.register(cleanup)
     if use_cuda:
         torch.cuda.set_device(local_rank)
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank)

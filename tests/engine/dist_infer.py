@@ -4,9 +4,7 @@ import sys
 
 import tests.pipelines.volume_example  # noqa: F401  (registers volume_example)
 from medgen.engine.api import infer
-from medgen.engine.distributed import cleanup
 
 result = infer(sys.argv[1], device="cpu")
 with open(f"{sys.argv[2]}/infer_rank{result['rank']}.json", "w") as fh:
     json.dump(result, fh)
-cleanup()  # destroy the gloo group before exit, as `medgen` does (see medgen.cli)
