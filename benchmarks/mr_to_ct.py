@@ -248,8 +248,24 @@ def seed_summary(folder: Path) -> str:
                       "bone_dice_mean": np.mean(dice), "bone_dice_sd": np.std(dice, ddof=1) if len(dice) > 1 else 0.0})
     per_seed = [targets(runs[s]) for s in seeds]
     on_means = targets(means)
+    paired = []  # seeds are the independent replicates: the full model's per-seed difference to each method
+    for m in runs[seeds[0]]:
+        if m == FULL:
+            continue
+        d_mae = np.array([runs[s][FULL]["mae"] - runs[s][m]["mae"] for s in seeds])
+        d_dice = np.array([runs[s][FULL]["bone_dice"] - runs[s][m]["bone_dice"] for s in seeds])
+        row = {"id": f"full - {m}", "mae_diff_mean": d_mae.mean(), "mae_diff_sd": d_mae.std(ddof=1) if len(seeds) > 1 else 0.0,
+               "seeds_full_lower": int((d_mae < 0).sum()), "dice_diff_mean": d_dice.mean(),
+               "seeds_full_higher": int((d_dice > 0).sum())}
+        if len(seeds) > 2:
+            from scipy.stats import ttest_rel
+
+            row["p_mae"] = ttest_rel([runs[s][FULL]["mae"] for s in seeds], [runs[s][m]["mae"] for s in seeds]).pvalue
+        paired.append(row)
     verdict = lambda ok: "MET" if ok else "NOT MET"  # noqa: E731
     return (f"phantom test means over seeds {seeds} ({folder.name})\n" + format_table(lines)
+            + "\n\nper-seed differences of the full model (paired over seeds; p: two-sided paired t-test of MAE)\n"
+            + format_table(paired)
             + f"\nfull model lowest MAE of all methods on {sum(t['full_lowest_mae'] for t in per_seed)} of "
               f"{len(seeds)} seeds; bone Dice above FCN+GAN on "
               f"{sum(t['full_bone_dice_above_fcn_gan_without_gdl'] for t in per_seed)} of {len(seeds)}"
