@@ -87,8 +87,9 @@ def train_variant(name, dataset, runs, steps, extra=()):
     return stages, info
 
 
-def evaluate_all(dataset, runs, steps, label, extra=(), previews=1, variants=tuple(VARIANTS)):
-    """Train the variants, fit the baselines, score every test case in HU against the raw reference CT."""
+def evaluate_all(dataset, runs, steps, label, out_dir, extra=(), previews=1, variants=tuple(VARIANTS)):
+    """Train the variants, fit the baselines, score every test case in HU against the raw reference CT; the
+    first `previews` test cases get a picture in out_dir."""
     from medgen.data.io import load_image
     from medgen.engine.cascade import cascade_predict
     from medgen.pipelines.mr_to_ct_baselines import BulkDensity, IntensityRegression
@@ -125,7 +126,7 @@ def evaluate_all(dataset, runs, steps, label, extra=(), previews=1, variants=tup
                    **ct_metrics(hu, ref_hu, mask, data_range=window[1] - window[0])}
             rows.append(row)
         if len(pictures) < previews:
-            pictures.append(save_preview(case, ref_hu, preds, ref_pipe, results_dir(steps) / f"{label}_{case['id']}.png"))
+            pictures.append(save_preview(case, ref_hu, preds, ref_pipe, out_dir / f"{label}_{case['id']}.png"))
     return rows, timing, {k: float(np.mean(v)) for k, v in infer_s.items()}, pictures, len(train_cases), len(test_cases)
 
 
@@ -308,9 +309,9 @@ def main(argv=None):
         seed = [f"train.seed={args.seed}"]
         previews = 2 if args.seed == 0 else 0  # the committed pictures are seed 0's
         partial = set(args.variants) != set(VARIANTS)
-        rows, timing, infer_s, pics, n_train, n_test = evaluate_all(head, tmp / "runs", args.steps, "phantom",
-                                                                    extra=seed, previews=0 if partial else previews,
-                                                                    variants=args.variants)
+        rows, timing, infer_s, pics, n_train, n_test = evaluate_all(
+            head, tmp / "runs", args.steps, "phantom", results_dir(args.steps), extra=seed,
+            previews=0 if partial else previews, variants=args.variants)
         print(f"\nphantom test cases ({n_test} held out; {n_train} training), MAE in HU inside the head mask, per-region "
               "MAE inside the mask dilated by 2 voxels, PSNR / SSIM over [-1000, 2000] HU (range 3000), bone Dice > 250 HU")
         print(table(rows))
@@ -339,9 +340,9 @@ def main(argv=None):
         elif SHARED.is_dir():
             print(f"\n== template pair ({SHARED.name}): template-level, one subject-free pair, left half trains, right half tests")
             ds = template_dataset(tmp / "template")
-            trows, ttiming, tinfer, tpics, _, _ = evaluate_all(ds, tmp / "runs_t", args.template_steps, "template",
-                                                               extra=["data.phantom_dir=" + str(tmp), *seed],
-                                                               previews=1 if args.seed == 0 else 0)
+            trows, ttiming, tinfer, tpics, _, _ = evaluate_all(
+                ds, tmp / "runs_t", args.template_steps, "template", results_dir(args.steps),
+                extra=["data.phantom_dir=" + str(tmp), *seed], previews=1 if args.seed == 0 else 0)
             print(table(trows))
             results["template"] = {"rows": trows, "train": ttiming, "infer_s_per_volume": tinfer, "previews": tpics}
         else:
