@@ -233,6 +233,8 @@ def targets(summ: dict) -> dict:
 def seed_summary(folder: Path) -> str:
     """Per method: each seed's test-set mean MAE, the mean and standard deviation over seeds of MAE and bone
     Dice; the targets per seed and on the means over the seeds (the pre-declared verdict)."""
+    from scipy.stats import ttest_rel
+
     from medgen.metrics import format_table
 
     runs = seed_summaries(folder)
@@ -259,19 +261,16 @@ def seed_summary(folder: Path) -> str:
                "seeds_full_lower": int((d_mae < 0).sum()), "dice_diff_mean": d_dice.mean(),
                "seeds_full_higher": int((d_dice > 0).sum())}
         if len(seeds) > 2:
-            from scipy.stats import ttest_rel
-
             row["p_mae"] = ttest_rel([runs[s][FULL]["mae"] for s in seeds], [runs[s][m]["mae"] for s in seeds]).pvalue
         paired.append(row)
-    verdict = lambda ok: "MET" if ok else "NOT MET"  # noqa: E731
     return (f"phantom test means over seeds {seeds} ({folder.name})\n" + format_table(lines)
             + "\n\nper-seed differences of the full model (paired over seeds; p: two-sided paired t-test of MAE)\n"
             + format_table(paired)
             + f"\nfull model lowest MAE of all methods on {sum(t['full_lowest_mae'] for t in per_seed)} of "
               f"{len(seeds)} seeds; bone Dice above FCN+GAN on "
               f"{sum(t['full_bone_dice_above_fcn_gan_without_gdl'] for t in per_seed)} of {len(seeds)}"
-            + f"\ntargets on the means over the seeds: lowest MAE {verdict(on_means['full_lowest_mae'])}; "
-              f"bone Dice above FCN+GAN without GDL {verdict(on_means['full_bone_dice_above_fcn_gan_without_gdl'])}")
+            + f"\ntargets on the means over the seeds: lowest MAE {'MET' if on_means['full_lowest_mae'] else 'NOT MET'}; "
+              f"bone Dice above FCN+GAN without GDL {'MET' if on_means['full_bone_dice_above_fcn_gan_without_gdl'] else 'NOT MET'}")
 
 
 def main(argv=None):
