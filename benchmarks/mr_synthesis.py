@@ -17,7 +17,9 @@ are cropped to their nonzero bounding box and resampled to 2 mm in a temporary f
 with the paper's settings (128^3 patches, ngf 64, 150 epochs) would take hours, not minutes.
 
 Training seeds: --seed N (N != 0) trains every variant with train.seed N and writes results_<half>_seed<N>.json
-without pictures; --combine prints the phantom means over every seed's file and the targets judged on them.
+without pictures; --combine prints the phantom means over every seed's file in --out, the targets judged on them
+(and per seed), and the variants' differences paired by seed. One --out folder per training length, e.g.
+--phantom-epochs 120 --out benchmarks/results/mr_synthesis/epochs120.
 """
 
 from __future__ import annotations
@@ -184,6 +186,20 @@ def targets_met(checks: dict) -> bool:
     return all(ok for per_metric in checks.values() for name, ok in per_metric.items() if "poly3" not in name)
 
 
+def paired_differences(by_seed: dict) -> str:
+    """The variant pairs of the target, paired by seed: mean difference and two-sided paired t-test p."""
+    from scipy.stats import ttest_rel
+
+    seeds, lines = sorted(by_seed), ["", "paired by seed (mean difference, paired t-test p):"]
+    for a, b in (("gea", "cgan"), ("dea", "gea"), ("dea", "cgan")):
+        cells = []
+        for k in ("psnr", "edge_l1", "edge_corr"):
+            x, y = ([by_seed[s][n]["mean"][k] for s in seeds] for n in (a, b))
+            cells.append(f"{k} {np.mean(np.subtract(x, y)):+.4f} (p {ttest_rel(x, y).pvalue:.3f})")
+        lines.append(f"  {a} - {b}: " + ", ".join(cells))
+    return "\n".join(lines)
+
+
 def seed_summary(files) -> str:
     """Phantom tasks: each method's test mean per seed and over seeds, and the issue's targets on the seed means."""
     from medgen.metrics import format_table
@@ -205,11 +221,13 @@ def seed_summary(files) -> str:
                          **{k: mean[n]["mean"][k] for k in ("psnr", "edge_l1", "edge_corr")}})
             if len(seeds) > 1:
                 rows[-1]["psnr_sd"] = float(np.std([by_seed[s][n]["mean"]["psnr"] for s in seeds], ddof=1))
+        checks = check_targets({"methods": mean})
         per_seed = {s: targets_met(check_targets({"methods": by_seed[s]})) for s in seeds}
         out.append(f"### {label}, seeds {seeds} (psnr, edge_l1, edge_corr: means over the seeds)\n"
                    + format_table(rows, id_key="method")
-                   + "\ntargets on the seed means: " + json.dumps(check_targets({"methods": mean}))
-                   + f"\nmet on the seed means: {targets_met(check_targets({'methods': mean}))}; met per seed: {per_seed}")
+                   + "\ntargets on the seed means: " + json.dumps(checks)
+                   + f"\nmet on the seed means: {targets_met(checks)}; met per seed: {per_seed}"
+                   + (paired_differences(by_seed) if len(seeds) > 2 else ""))
     return "\n\n".join(out) if out else "no phantom results files"
 
 
