@@ -71,6 +71,20 @@ def test_head_deterministic_by_seed():
     assert not np.array_equal(a["t1"], c["t1"])
 
 
+def test_noise_free_mr_differs_only_by_the_noise():
+    noisy = make_head(5, (24, 24, 24), (8.0, 8.0, 8.0))
+    clean = make_head(5, (24, 24, 24), (8.0, 8.0, 8.0), mr_noise=False)
+    for k in ("tissue", "brain_mask", "ct", "pet"):
+        np.testing.assert_array_equal(noisy[k], clean[k], err_msg=k)
+    brain = noisy["brain_mask"] > 0
+    for k in ("t1", "t2", "pd", "flair"):
+        residual = (noisy[k] - clean[k])[brain]
+        # domain A's Rician noise is 2 % of the mean brain signal; the clean image keeps every other term
+        assert 0.01 < residual.std() / clean[k][brain].mean() < 0.04, k
+        assert abs(residual.mean()) < 0.01 * clean[k][brain].mean(), k
+        assert clean[k][noisy["tissue"] == 0].max() < noisy[k][noisy["tissue"] == 0].max(), k
+
+
 def test_all_tissue_classes_and_lesion_control(head):
     counts = np.bincount(head["tissue"].ravel(), minlength=8)
     assert np.all(counts[:8] > 0), counts

@@ -340,6 +340,7 @@ def make_head(
     spacing: Sequence[float] = (3.0, 3.0, 3.0),
     lesions: int | None = None,
     domain: str = "A",
+    mr_noise: bool = True,
 ) -> dict:
     """One phantom subject: labels, masks, MR (t1, t2, pd, flair), CT (HU) and PET (Bq/mL).
 
@@ -350,6 +351,8 @@ def make_head(
         lesions: number of white-matter lesions; None draws 1-4, 0 gives a healthy subject.
         domain: "A" or "B", two simulated MR scanners differing in contrast, noise, bias field and
             through-plane resolution; the anatomy is the same for a given seed.
+        mr_noise: False leaves the Rician noise out of the MR images, everything else (tissue means, texture,
+            blur, bias field) identical: a noise-free reference for scoring synthesised images.
 
     Returns a dict of arrays of ``shape``: ``tissue``, ``head_mask``, ``brain_mask``, ``lesion`` (uint8),
     ``t1``, ``t2``, ``pd``, ``flair``, ``ct``, ``pet`` (float32; ``pet`` is the noise-free activity blurred to
@@ -367,7 +370,7 @@ def make_head(
     dom = DOMAINS[domain]
     for i, contrast in enumerate(("t1", "t2", "pd", "flair")):
         rng = _rng(seed, _STREAM_MR, 0 if domain == "A" else 1, i)
-        out[contrast] = _mr_image(anat, MR_MEANS[domain][contrast], dom, rng)
+        out[contrast] = _mr_image(anat, MR_MEANS[domain][contrast], dom if mr_noise else dict(dom, noise=0.0), rng)
     out["ct"] = _ct_image(anat, _rng(seed, _STREAM_CT))
     out["pet"] = _pet_image(anat, _rng(seed, _STREAM_PET))
     out["affine"] = head_affine(tuple(int(s) for s in shape), tuple(float(s) for s in spacing))
