@@ -17,8 +17,8 @@ are cropped to their nonzero bounding box and resampled to 2 mm in a temporary f
 
 --paper-scale (with --only phantom) trains the phantom half with the paper's settings instead: ngf = ndf = 64,
 batch 6, lr 2e-4, 150 epochs, each 48^3 phantom whole in one 64^3 window. 15-18 s per step on one CPU thread
-(300 steps per variant, ~8 core-hours per seed, 14 GB peak RSS): a GPU run. --edge-reference prints the edge scores of the
-noise-free target and of blurred targets on the test phantoms (what the methods' edge scores compare with).
+(300 steps per variant, ~8 core-hours per seed, 14 GB peak RSS): a GPU run. --edge-reference prints the edge
+scores of the noise-free target and of blurred targets on the test phantoms (what the methods' scores compare with).
 
 Training seeds: --seed N (N != 0) trains every variant with train.seed N and writes results_<half>_seed<N>.json
 without pictures; --combine prints the phantom means over every seed's file in --out, the targets judged on them

@@ -79,7 +79,7 @@ def test_noise_free_mr_differs_only_by_the_noise():
     brain = noisy["brain_mask"] > 0
     for k in ("t1", "t2", "pd", "flair"):
         residual = (noisy[k] - clean[k])[brain]
-        # domain A's Rician noise is 2 % of the mean brain signal; the clean image keeps every other term
+        # domain A's Rician noise sigma is 2 % of the mean GM / WM signal; the clean image keeps every other term
         assert 0.01 < residual.std() / clean[k][brain].mean() < 0.04, k
         assert abs(residual.mean()) < 0.01 * clean[k][brain].mean(), k
         assert clean[k][noisy["tissue"] == 0].max() < noisy[k][noisy["tissue"] == 0].max(), k
