@@ -2,7 +2,9 @@
 
 1. Phantom (medgen.data.phantoms expression, known programmes): Tybalt (one hidden layer, the two-hidden-layer
    variants [100] and [300], and the reference's ReLU-head quirk), ADAGE, PCA-100. Held-out reconstruction,
-   label AUROC (group, sex) and each true programme's best |r| with one latent feature (target: > 0.8 for all).
+   label AUROC (group, sex) and each true programme's best |r| with one latent feature, as trained and after a
+   varimax rotation; default Tybalt is also trained with seeds 1-4. Target, fixed before those runs: the mean
+   over seeds 0-4 of each programme's varimax best |r| is above 0.8 for every programme.
 2. Real TCGA miRNA (../shared/data/expression_vae/tcga_mirna; miRNA, not the paper's mRNA; raw counts ->
    log2(1 + CPM)): BRCA + PRAD (cancer type; tumour 01 vs solid normal 11), SKCM (metastatic 06 vs primary 01),
    BRCA histology (ductal vs lobular, *_groups.parquet). Target: Tybalt's label AUROC within 0.02 of PCA's or better.
@@ -94,14 +96,32 @@ def label_rows(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def programme_rows(runs: list[dict]) -> list[dict]:
+def programme_rows(runs: list[dict], readout: str = "best_abs_r") -> list[dict]:
+    """One row per true programme: its best |r| with one feature of each model (``readout``: "best_abs_r" as
+    trained, "best_abs_r_varimax" after the rotation), PCA's, and the ridge r from all features."""
     rows = []
     for j, prog in enumerate(runs[0]["programmes"]):
         row = {"programme": prog["programme"], "pca100": prog["best_abs_r_pca"]}
         for ev in runs:
-            row[ev["name"]] = ev["programmes"][j]["best_abs_r"]
+            row[ev["name"]] = ev["programmes"][j][readout]
         row["tybalt_linear_r"] = prog["linear_r"]
         row["pca100_linear_r"] = prog["linear_r_pca"]
+        rows.append(row)
+    return rows
+
+
+def seed_rows(runs: list[dict]) -> list[dict]:
+    """The phantom target's rule: default Tybalt over training seeds, each programme's best |r| per seed in both
+    readouts, their means and minima, and whether the seed mean is above 0.8."""
+    rows = []
+    for j, prog in enumerate(runs[0]["programmes"]):
+        row = {"programme": prog["programme"]}
+        for key, tag in (("best_abs_r", "raw"), ("best_abs_r_varimax", "varimax")):
+            vals = [ev["programmes"][j][key] for ev in runs]
+            row.update({f"{tag}_seed{ev['seed']}": v for ev, v in zip(runs, vals)})
+            row.update({f"{tag}_mean": float(np.mean(vals)), f"{tag}_min": float(np.min(vals))})
+        row["met_raw"] = bool(row["raw_mean"] > 0.8)
+        row["met_varimax"] = bool(row["varimax_mean"] > 0.8)
         rows.append(row)
     return rows
 
@@ -214,6 +234,8 @@ def main(argv=None) -> int:
     parser.add_argument("--skip", nargs="*", default=[], choices=["phantom", "real", "speed"])
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--phantom-samples", type=int, default=3000)
+    parser.add_argument("--phantom-seeds", type=int, default=5,
+                        help="training seeds 0..N-1 of default Tybalt on the phantom (the target is their mean)")
     parser.add_argument("--speed-epochs", type=float, default=50.0,
                         help="epochs timed on the 10,000 x 5,000 matrix (50: the paper; fewer: the steady-state "
                              "rate is also extrapolated to 50)")
@@ -235,15 +257,26 @@ def main(argv=None) -> int:
                         ("tybalt_h300", ["model.hidden_sizes=[300]"]), ("tybalt_relu_heads", ["model.head_relu=true"]),
                         ("adage", ["model.method=adage"])]
             runs = [run_one(name, data, tmp / "runs", [*epochs, *extra]) for name, extra in variants]
+            runs[0]["seed"] = 0
+            seeds = [runs[0]] + [dict(run_one(f"tybalt_seed{k}", data, tmp / "runs", [*epochs, f"train.seed={k}"]),
+                                      seed=k) for k in range(1, args.phantom_seeds)]
             res = {"n_samples": runs[0]["n_samples"], "reconstruction": recon_rows(runs), "labels": label_rows(runs),
-                   "programmes": programme_rows(runs)}
-            res["target_programmes_met"] = all(r["tybalt"] > 0.8 for r in res["programmes"])
+                   "programmes": programme_rows(runs), "programmes_varimax": programme_rows(runs, "best_abs_r_varimax"),
+                   "programmes_by_seed": seed_rows(seeds)}
+            res["target_programmes_met"] = all(r["met_varimax"] for r in res["programmes_by_seed"])
+            res["target_programmes_met_raw"] = all(r["met_raw"] for r in res["programmes_by_seed"])
             results["phantom"] = res
             print(fmt(res["reconstruction"], "model"))
             print(fmt([{k: r[k] for k in ("label", "pca", "tybalt", "tybalt_h100", "tybalt_h300", "tybalt_relu_heads",
                                           "adage")} for r in res["labels"]], "label"))
+            print("programme recovery, features as trained (seed 0):")
             print(fmt(res["programmes"], "programme"))
-            print(f"target (every programme |r| > 0.8 with a Tybalt latent feature): {res['target_programmes_met']}")
+            print("programme recovery, varimax-rotated features (seed 0):")
+            print(fmt(res["programmes_varimax"], "programme"))
+            print(f"default Tybalt over training seeds 0-{args.phantom_seeds - 1}:")
+            print(fmt(res["programmes_by_seed"], "programme"))
+            print("target (seed-mean best |r| > 0.8 for every programme): varimax readout "
+                  f"{res['target_programmes_met']}, as trained {res['target_programmes_met_raw']}")
             tsne_preview(runs[0]["run"], out / "phantom_tsne.png", "Tybalt latent, expression phantom")
             shutil.copy(Path(runs[0]["run"]) / "progress.png", out / "phantom_loss_curves.png")
         if "real" not in args.skip and SHARED.is_dir():

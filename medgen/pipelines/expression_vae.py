@@ -71,6 +71,7 @@ class ExpressionModelConfig:
     in_features: int = 0  # ours: 0 = resolved from the data at training start (recorded in the run's config)
     top_genes: int = 50  # ours: high-weight genes written per latent feature (each sign)
     tsne_perplexity: float = 30.0  # ours: scikit-learn's default perplexity (lowered for tiny splits)
+    latent_rotation: Literal["none", "varimax"] = "none"  # ours: "none" reads the features as trained (paper)
 
     def validate(self):
         if self.latent_dim < 1:
@@ -439,35 +440,61 @@ class ExpressionVAE(Pipeline):
         out["loss"] = rec + out.get("kl", 0.0)
         return out
 
-    def gene_weights(self):
-        """features x latent DataFrame: the decoder weight of each feature for each latent feature
-        (ADAGE: the tied encoder weights). With hidden decoder layers, the product of the decoder's linear maps
-        (ignoring the ReLU) is used, as an approximation."""
-        import pandas as pd
-
+    def decoder_weights(self) -> np.ndarray:
+        """features x latent: the decoder weight of each feature for each latent feature as trained (ADAGE: the
+        tied encoder weights). With hidden decoder layers, the product of the decoder's linear maps (ignoring
+        the ReLU) is used, as an approximation."""
         net = self.inference_network(self.net_name)
         if self.config.model.method == "adage":
-            w = net.encoder.weight.detach().float().cpu().numpy().T
-        else:
-            dec = net.decoder
-            w = dec.out.weight.detach().float().cpu()
-            for layer in reversed([m for m in dec.body if isinstance(m, torch.nn.Linear)]):
-                w = w @ layer.weight.detach().float().cpu()
-            w = w.numpy()
-        cols = [f"z{i}" for i in range(w.shape[1])]
-        return pd.DataFrame(w, index=pd.Index(self.features, name="feature"), columns=cols)
+            return net.encoder.weight.detach().float().cpu().numpy().T
+        dec = net.decoder
+        w = dec.out.weight.detach().float().cpu()
+        for layer in reversed([m for m in dec.body if isinstance(m, torch.nn.Linear)]):
+            w = w @ layer.weight.detach().float().cpu()
+        return w.numpy()
+
+    def latent_rotation(self, weights: np.ndarray | None = None) -> np.ndarray | None:
+        """The orthogonal rotation of `model.latent_rotation` (None for "none"), fitted on the decoder weights."""
+        if self.config.model.latent_rotation == "none":
+            return None
+        from medgen.pipelines.expression_vae_rotation import varimax
+
+        return varimax(self.decoder_weights() if weights is None else weights)
+
+    @property
+    def latent_prefix(self) -> str:
+        """Column prefix of exported latent features: "z" as trained, "vz" after a varimax rotation."""
+        return "z" if self.config.model.latent_rotation == "none" else "vz"
+
+    def readout(self):
+        """(rotation or None, features x latent gene-weight DataFrame in the same readout)."""
+        import pandas as pd
+
+        w = self.decoder_weights()
+        rot = self.latent_rotation(w)
+        if rot is not None:
+            w = w @ rot
+        cols = [f"{self.latent_prefix}{i}" for i in range(w.shape[1])]
+        return rot, pd.DataFrame(w, index=pd.Index(self.features, name="feature"), columns=cols)
+
+    def gene_weights(self):
+        """features x latent DataFrame of gene weights, in the readout of `model.latent_rotation`."""
+        return self.readout()[1]
 
     def write_outputs(self, case, prediction, out_dir, overwrite: bool = False, suffix: str = "") -> list[dict]:
-        """`<split>_latent.tsv` (latent means), `<split>_tsne.png`, `gene_weights.tsv`, `top_genes.tsv`."""
+        """`<split>_latent.tsv` (latent means), `<split>_tsne.png`, `gene_weights.tsv`, `top_genes.tsv`, all in
+        the readout of `model.latent_rotation`."""
         from medgen.pipelines.expression_vae_eval import plot_tsne, top_genes_table
 
         import pandas as pd
 
         out_dir = Path(out_dir)
         tag = f"_{suffix}" if suffix else ""
+        rot, weights = self.readout()
         z = prediction["latent"].numpy()
-        latent = pd.DataFrame(z, index=pd.Index(case["samples"], name="sample"),
-                              columns=[f"z{i}" for i in range(z.shape[1])])
+        if rot is not None:
+            z = z @ rot
+        latent = pd.DataFrame(z, index=pd.Index(case["samples"], name="sample"), columns=list(weights.columns))
         entries = []
 
         def entry(path, output):
@@ -484,7 +511,6 @@ class ExpressionVAE(Pipeline):
                                                  title=f"{self.config.model.method} latent, {case['id']} split"),
                              overwrite)
             entries.append(entry(p, "tsne"))
-        weights = self.gene_weights()
         p = write_atomic(out_dir / f"gene_weights{tag}.tsv", lambda t: weights.to_csv(t, sep="\t", float_format="%.6g"),
                          overwrite)
         entries.append(entry(p, "gene_weights"))
