@@ -11,7 +11,7 @@
 3. Speed: a 10,000 x 5,000 synthetic matrix, batch 50, on CPU (and CUDA when available): training throughput
    (steady-state steps/s over --speed-epochs, 50 by default as the paper), whole-matrix inference time, peak memory.
 
-    python benchmarks/expression_vae.py            # the full run (about 20 minutes on 2 busy CPU cores)
+    python benchmarks/expression_vae.py            # the full run (10-20 minutes on 2 CPU cores)
     python benchmarks/expression_vae.py --quick    # a few epochs on small data, to check the script
 
 Writes benchmarks/results/expression_vae/results.json and preview PNGs (t-SNE, loss curves).
