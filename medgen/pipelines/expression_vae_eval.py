@@ -354,7 +354,8 @@ def evaluate_run(run, split: str = "test", out=None, overwrite: bool = False, ch
         lines += ["## Labels (AUROC: cross-validated logistic regression; heldout: fit on training, scored on test)", "",
                   format_table(label_rows, id_key="label"), ""]
     if "programmes" in summary:
-        lines += ["## True programmes: best |r| with one latent feature (as trained; varimax-rotated)", "", format_table(summary["programmes"], id_key="programme"), ""]
+        lines += ["## True programmes: best |r| with one latent feature (as trained; varimax-rotated)", "",
+                  format_table(summary["programmes"], id_key="programme"), ""]
     if tsne and len(lat) >= 5:
         lines += ["![t-SNE](tsne_all.png)", ""]
     write_atomic(out / "report.md", lambda t: t.write_text("\n".join(lines)), overwrite)

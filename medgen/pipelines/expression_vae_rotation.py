@@ -1,7 +1,7 @@
 """Varimax rotation of a trained latent space (Kaiser 1958), for reading latent features one at a time.
 
 Why: Tybalt's prior N(0, I) is unchanged by any rotation of the latent space, so where the data give two
-directions similar variance, which pair of axes the VAE settles on is arbitrary, and a programme is spread
+directions of similar variance, which pair of axes the VAE settles on is arbitrary, and a programme is spread
 over several latent features. The decoder is linear in z (its first layer is), so rotating z by an orthogonal
 R and the decoder weights W by the same R is an exact reparametrisation: W z = (W R)(R^T z). Varimax picks
 the R that makes each feature's gene weights as sparse as possible (maximum variance of squared weights per
