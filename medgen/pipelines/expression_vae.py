@@ -182,6 +182,7 @@ class ExpressionVAE(Pipeline):
         self.features: list[str] | None = None  # selected features (saved)
         self.scaler = None  # MinMaxScaler fitted on the training rows (saved)
         self.splits: dict[str, list[str]] | None = None  # sample ids per split (saved)
+        self._rotation = (None, None)  # (hash of the decoder weights, their varimax rotation)
 
     # ----- dataset resolution ----------------------------------------------------------------------------
     def dataset_path(self) -> Path:
@@ -454,12 +455,20 @@ class ExpressionVAE(Pipeline):
         return w.numpy()
 
     def latent_rotation(self, weights: np.ndarray | None = None) -> np.ndarray | None:
-        """The orthogonal rotation of `model.latent_rotation` (None for "none"), fitted on the decoder weights."""
+        """The orthogonal rotation of `model.latent_rotation` (None for "none"), fitted on the decoder weights.
+        Kept for the weights it was fitted on: `medgen infer` writes each split with the same rotation, and
+        varimax takes about a second at 5,000 genes."""
         if self.config.model.latent_rotation == "none":
             return None
+        import hashlib
+
         from medgen.pipelines.expression_vae_rotation import varimax
 
-        return varimax(self.decoder_weights() if weights is None else weights)
+        w = self.decoder_weights() if weights is None else weights
+        key = hashlib.sha1(np.ascontiguousarray(w).tobytes()).hexdigest()
+        if self._rotation[0] != key:
+            self._rotation = (key, varimax(w))
+        return self._rotation[1]
 
     @property
     def latent_prefix(self) -> str:
