@@ -1,8 +1,9 @@
 """One self-describing checkpoint dict, written atomically, with the previous copy kept as a fallback.
 
 A checkpoint holds networks, optimizers, schedulers, scalers, EMA, step, best metric, RNG states, the
-resolved config and library versions. `save_checkpoint` writes to a temporary file and renames it, so a
-kill mid-write never leaves a half-written `last.pt`; the copy it replaces is kept as `last.prev.pt`.
+resolved config and library versions. `save_checkpoint` writes to a temporary file and renames it over
+`last.pt`, so a kill at any moment leaves a whole `last.pt` (never a half-written or missing one); the copy
+it replaces is kept as `last.prev.pt`.
 `load_checkpoint` verifies the stored checksum and falls back to the previous copy, with a warning, when
 the newest file is truncated or corrupt.
 """
@@ -13,6 +14,7 @@ import hashlib
 import io
 import os
 import platform
+import shutil
 import warnings
 from pathlib import Path
 
@@ -44,7 +46,11 @@ def _sha256(data: bytes) -> str:
 
 
 def save_checkpoint(state: dict, path, keep_previous: bool = True) -> Path:
-    """Atomically write `state` to `path`; the replaced file becomes `<stem>.prev.pt`."""
+    """Atomically write `state` to `path`; the replaced file becomes `<stem>.prev.pt`.
+
+    `path` exists at every instant once it has been written: the previous copy is made by a hard link (a copy
+    where links are unsupported), never by moving `path` away, so a kill at any point leaves a loadable file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = dict(state, format=FORMAT, format_version=FORMAT_VERSION)
@@ -57,13 +63,33 @@ def save_checkpoint(state: dict, path, keep_previous: bool = True) -> Path:
         fh.flush()
         os.fsync(fh.fileno())
     if keep_previous and path.exists():
-        prev = previous_path(path)
-        os.replace(path, prev)
-        if _digest_path(path).exists():
-            os.replace(_digest_path(path), _digest_path(prev))
+        _keep_previous(path)
+    # Until its digest is rewritten, `path` is checked only by torch.load; a stale digest would make the
+    # fresh file look corrupt, so the old digest has already gone with the previous copy.
+    _digest_path(path).unlink(missing_ok=True)
     os.replace(tmp, path)
-    _digest_path(path).write_text(_sha256(payload))
+    _write_atomically(_digest_path(path), _sha256(payload))
     return path
+
+
+def _keep_previous(path: Path) -> None:
+    prev = previous_path(path)
+    staged = prev.with_name(f".{prev.name}.tmp")
+    staged.unlink(missing_ok=True)
+    try:
+        os.link(path, staged)
+    except OSError:
+        shutil.copy2(path, staged)
+    _digest_path(prev).unlink(missing_ok=True)  # never pair the old digest with the new previous copy
+    os.replace(staged, prev)
+    if _digest_path(path).exists():
+        os.replace(_digest_path(path), _digest_path(prev))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _digest_path(path: Path) -> Path:

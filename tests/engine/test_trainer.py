@@ -1,3 +1,6 @@
+import os
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,6 +75,49 @@ def test_checkpoint_truncated_falls_back_to_previous(tmp_path):
     assert state["step"] == 1
     with pytest.raises(MedgenError, match="checksum|readable"):
         load_checkpoint(path, fallback=False)
+
+
+class _Interrupted(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("fail_at", range(1, 12))
+def test_checkpoint_survives_a_kill_at_every_step_of_a_save(tmp_path, monkeypatch, fail_at):
+    # Every rename, link and unlink inside save_checkpoint is a point where SIGKILL could land: whatever
+    # has happened by then, last.pt must exist, pass its own checksum and hold the old or the new state.
+    path = tmp_path / "last.pt"
+    save_checkpoint({"step": 1}, path)
+    save_checkpoint({"step": 2}, path)
+    import medgen.engine.checkpoint as ckpt
+
+    calls = {"n": 0}
+
+    def interruptible(fn):
+        def wrapped(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == fail_at:
+                raise _Interrupted
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(ckpt.os, "replace", interruptible(os.replace))
+    monkeypatch.setattr(ckpt.os, "link", interruptible(os.link))
+    monkeypatch.setattr(Path, "unlink", interruptible(Path.unlink))
+    try:
+        save_checkpoint({"step": 3}, path)
+        finished = True
+    except _Interrupted:
+        finished = False
+    monkeypatch.undo()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback: the newest file itself must verify
+        step = load_checkpoint(path)["step"]
+    assert step == 3 if finished else step in (2, 3)
+    if previous_path(path).exists():
+        assert load_checkpoint(previous_path(path), fallback=False)["step"] in (1, 2)
+    save_checkpoint({"step": 4}, path)  # a later save recovers from any leftover temporary file
+    assert load_checkpoint(path, fallback=False)["step"] == 4
 
 
 def test_nonfinite_losses_skip_then_stop(tmp_path, monkeypatch):
