@@ -64,8 +64,8 @@ def save_checkpoint(state: dict, path, keep_previous: bool = True) -> Path:
         os.fsync(fh.fileno())
     if keep_previous and path.exists():
         _keep_previous(path)
-    # Until its digest is rewritten, `path` is checked only by torch.load; a stale digest would make the
-    # fresh file look corrupt, so the old digest has already gone with the previous copy.
+    # A stale digest would make the fresh file look corrupt, so it goes first (if it did not already go with
+    # the previous copy); until the new one is written, `path` is checked by the load check alone.
     _digest_path(path).unlink(missing_ok=True)
     os.replace(tmp, path)
     _write_atomically(_digest_path(path), _sha256(payload))
