@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from medgen.errors import MedgenError
+from medgen.metrics.report import atomic_write_text
 
 FORMAT = "medgen-checkpoint"
 FORMAT_VERSION = 1
@@ -68,7 +69,7 @@ def save_checkpoint(state: dict, path, keep_previous: bool = True) -> Path:
     # the previous copy); until the new one is written, `path` is checked by the load check alone.
     _digest_path(path).unlink(missing_ok=True)
     os.replace(tmp, path)
-    _write_atomically(_digest_path(path), _sha256(payload))
+    atomic_write_text(_digest_path(path), _sha256(payload))
     return path
 
 
@@ -84,12 +85,6 @@ def _keep_previous(path: Path) -> None:
     os.replace(staged, prev)
     if _digest_path(path).exists():
         os.replace(_digest_path(path), _digest_path(prev))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _digest_path(path: Path) -> Path:

@@ -113,7 +113,8 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to a fsynced temporary file beside `path`, then rename it over `path`."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
@@ -158,8 +159,8 @@ def write_report(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike, 
     for row in rows:
         writer.writerow([str(row[id_key]), *(_cell(row.get(c)) for c in cols)])
     summary = summarise(rows, id_key=id_key)
-    _atomic_write(out / "per_case.csv", buf.getvalue())
-    _atomic_write(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out / "per_case.csv", buf.getvalue())
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary
 
 
