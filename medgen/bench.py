@@ -37,20 +37,17 @@ def _sync(device):
 
 
 def _measure_steps(trainer, batches, steps: int, warmup: int) -> float:
-    from medgen.engine.trainer import move_batch
+    import itertools
 
     p = trainer.pipeline
     for net in p.networks.values():
         net.train()
     times = []
+    source = itertools.cycle(batches)
     for i in range(warmup + steps):
-        batch = move_batch(batches[i % len(batches)], trainer.device)
         _sync(trainer.device)
         t0 = time.perf_counter()
-        with trainer.autocast():
-            for _ in range(p.critic_steps):
-                p.critic_step(batch)
-            p.train_step(batch)
+        trainer.run_step(source)  # the trainer's own step: critic steps and the train step, under its autocast
         _sync(trainer.device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)

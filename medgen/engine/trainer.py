@@ -225,11 +225,7 @@ class Trainer:
         try:
             while step < self.total_steps:
                 p.step = step
-                logs = {}
-                with self.autocast():
-                    for _ in range(p.critic_steps):
-                        logs.update(p.critic_step(move_batch(next(batches), self.device)))
-                    logs.update(p.train_step(move_batch(next(batches), self.device)))
+                logs = self.run_step(batches)
                 if self.dist.world_size > 1:
                     # Once per step, when no graph is alive: batch norm saves its running statistics for
                     # backward, so averaging them in place between two updates of one step breaks autograd.
@@ -261,6 +257,17 @@ class Trainer:
             self._restore_signal_handlers(previous_handlers)
             self.logger.close()
         return self.summary()
+
+    def run_step(self, batches) -> dict:
+        """One training step: `critic_steps` critic updates and one train step, each on the next batch of
+        `batches`, under the run's autocast. Returns the step's logged tensors (no host sync)."""
+        p = self.pipeline
+        logs = {}
+        with self.autocast():
+            for _ in range(p.critic_steps):
+                logs.update(p.critic_step(move_batch(next(batches), self.device)))
+            logs.update(p.train_step(move_batch(next(batches), self.device)))
+        return logs
 
     def _watch_discriminators(self, step: int, values: dict) -> None:
         """Report a discriminator whose loss stays near zero: it wins outright and the generator learns little."""
