@@ -111,13 +111,15 @@ def _add_evaluate(sub):
     p.add_argument("--out", default=None, help="output folder (default: <predictions>/../eval)")
     p.add_argument("--run", default=None, help="the run whose pipeline defines the metrics (default: from predictions)")
     p.add_argument("--split", default="test")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing evaluation in the output folder")
     p.set_defaults(func=_cmd_evaluate)
 
 
 def _cmd_evaluate(args) -> int:
     from medgen.engine.api import evaluate
 
-    summary = evaluate(args.predictions, args.references, out=args.out, run=args.run, split=args.split)
+    summary = evaluate(args.predictions, args.references, out=args.out, run=args.run, split=args.split,
+                       overwrite=args.overwrite)
     print(summary["table"])
     print(f"report: {summary['report']}")
     return 0

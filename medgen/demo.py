@@ -12,10 +12,19 @@ from medgen.errors import MedgenError
 def write_phantoms(out: Path, seed: int = 0) -> dict[str, Path]:
     from medgen.data.phantoms import PHANTOM_KINDS, write_phantom_dataset
 
+    import json
+
     paths = {}
     for kind in PHANTOM_KINDS:
         folder = out / kind
         if (folder / "dataset.json").exists():
+            try:
+                written = json.loads((folder / "dataset.json").read_text()).get("phantom") or {}
+            except (OSError, ValueError, AttributeError):
+                written = {}
+            if written.get("seed") != seed:
+                raise MedgenError(f"{folder} holds phantoms written with seed {written.get('seed')}, not {seed}; "
+                                  "delete it or choose another --out")
             paths[kind] = folder / "dataset.json"
             print(f"phantom '{kind}': already at {folder}")
             continue
@@ -30,6 +39,8 @@ def run_demo(out="demo_data", runs="runs/demo", only=None, seed: int = 0) -> int
     from medgen.registry import PIPELINES
 
     out, runs = Path(out), Path(runs)
+    if seed != 0:  # each seed's phantoms and runs in their own folders: a seed never reuses another's data
+        out, runs = out / f"seed{seed}", runs / f"seed{seed}"
     datasets = write_phantoms(out, seed)
     failures = 0
     for kind, path in datasets.items():

@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     print(f"predictions: {result['out']} ({result['written']} written, {result['failed']} failed)")
     cls, cfg = build_config("lesion_uda", args.config, args.overrides)
     pipe = cls(cfg)
-    report = evaluate(result["out"], pipe.dataset_path())
+    report = evaluate(result["out"], pipe.dataset_path(), overwrite=args.resume)
     print(report["table"])
     print(f"report: {report['report']}")
     return 0

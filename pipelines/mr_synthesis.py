@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     print(f"predictions: {result['out']} ({result['written']} written, {result['failed']} failed)")
     _, cfg = build_config("mr_synthesis", args.config, args.overrides)
     references = cfg.data.dataset or str(Path(cfg.data.phantom_dir) / "head")
-    report = evaluate(run / "predictions", references)
+    report = evaluate(run / "predictions", references, overwrite=args.resume)
     print(report["table"])
     print(f"report: {report['report']}")
     return 0

@@ -24,7 +24,8 @@ def main(argv=None) -> int:
     print(f"trained: {summary}")
     result = infer(summary["run_dir"], split=args.split)
     print(f"predictions: {result}")
-    report = evaluate(result["out"], summary.get("dataset") or _dataset(summary["run_dir"]), split=args.split)
+    report = evaluate(result["out"], summary.get("dataset") or _dataset(summary["run_dir"]), split=args.split,
+                      overwrite=args.resume)
     print(report["table"])
     return 0
 

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     result = api.infer(summary["run_dir"], split="test")
     print(result)
     _, _, stages, _ = api.load_trained(summary["run_dir"])
-    report = api.evaluate(result["out"], stages[0].dataset_path())
+    report = api.evaluate(result["out"], stages[0].dataset_path(), overwrite=args.resume)
     print(report["table"])
     return 0
 

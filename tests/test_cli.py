@@ -35,7 +35,7 @@ def test_train_and_errors_are_one_line(tmp_path, capsys):
                  f"output.root={tmp_path}", "output.name=a", "--resume"]) == 0
     import torch
 
-    assert torch.load(tmp_path / "toy_denoise" / "a" / "checkpoints" / "last.pt", weights_only=False)["step"] == 6
+    assert torch.load(tmp_path / "toy_denoise" / "a" / "checkpoints" / "last.pt", weights_only=True)["step"] == 6
 
 
 def test_overrides_may_follow_options():

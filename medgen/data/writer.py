@@ -16,13 +16,13 @@ The header's qform/sform matrices and codes are copied from the source file when
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medgen.errors import ConfigError, DataError, MedgenError
+from medgen.files import atomic_write
 
 _DTYPES = {"float32": np.float32, "float64": np.float64, "int16": np.int16, "uint8": np.uint8,
            "int32": np.int32, "uint16": np.uint16}
@@ -209,16 +209,4 @@ def write_prediction(
         img.set_sform(ref.sform[0], code=int(ref.sform[1]))
     if ref.qform is not None:
         img.set_qform(ref.qform[0], code=int(ref.qform[1]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if name.endswith(".nii.gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=str(path.parent))
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        if path.exists() and not overwrite:  # appeared while we were writing
-            raise MedgenError(f"{path} already exists; refusing to overwrite it (pass overwrite=True)")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: nib.save(img, str(tmp)), overwrite=overwrite, fsync=False)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -11,7 +14,8 @@ from medgen.config import from_dict, load_config
 from medgen.engine import distributed as ddp
 from medgen.engine.cascade import cascade_predict, load_stage_weights, stage_dirs
 from medgen.engine.checkpoint import load_checkpoint
-from medgen.engine.rundir import make_run_dir, write_json_atomic
+from medgen.engine.rundir import claimed_run_dir
+from medgen.files import write_json_atomic
 from medgen.engine.trainer import Trainer, resolve_device
 from medgen.errors import MedgenError
 from medgen.registry import PIPELINES
@@ -37,21 +41,25 @@ def train_config(cls, cfg, resume: bool = False, overwrite: bool = False) -> dic
     device = resolve_device(cfg.train.device, dist.local_rank)
     overwrite = overwrite or cfg.output.overwrite
     run_dir = Path(cfg.output.root) / cls.name / (cfg.output.name or _shared_timestamp())
-    if dist.is_main:
-        run_dir = make_run_dir(cfg.output.root, cls.name, run_dir.name, overwrite=overwrite, resume=resume)
-    ddp.barrier()
-    n_stages = cls.num_stages(cfg)
-    trained = []
-    summary = {}
-    for k, stage_dir in enumerate(stage_dirs(run_dir, n_stages), start=1):
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        pipeline = cls(cfg, device, stage=k, previous=tuple(trained))
-        stage_resume = resume and (stage_dir / "checkpoints" / "last.pt").exists()
-        summary = Trainer(pipeline, stage_dir, resume=stage_resume, dist_info=dist).fit()
-        summary["stage"] = k
-        best = stage_dir / "checkpoints" / "best.pt"
-        load_stage_weights(pipeline, best if best.exists() else stage_dir / "checkpoints" / "last.pt")
-        trained.append(pipeline)
+    with contextlib.ExitStack() as owned:
+        if dist.is_main:  # rank 0 holds the run's lock for the whole training
+            run_dir = owned.enter_context(
+                claimed_run_dir(cfg.output.root, cls.name, run_dir.name, overwrite=overwrite, resume=resume))
+            if resume and not any(run_dir.glob("**/checkpoints/last.pt")):
+                raise MedgenError(f"nothing to resume: {run_dir} holds no checkpoint (checkpoints/last.pt)")
+        ddp.barrier()
+        n_stages = cls.num_stages(cfg)
+        trained = []
+        summary = {}
+        for k, stage_dir in enumerate(stage_dirs(run_dir, n_stages), start=1):
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            pipeline = cls(cfg, device, stage=k, previous=tuple(trained))
+            stage_resume = resume and (stage_dir / "checkpoints" / "last.pt").exists()
+            summary = Trainer(pipeline, stage_dir, resume=stage_resume, dist_info=dist).fit()
+            summary["stage"] = k
+            best = stage_dir / "checkpoints" / "best.pt"
+            load_stage_weights(pipeline, best if best.exists() else stage_dir / "checkpoints" / "last.pt")
+            trained.append(pipeline)
     summary["run_dir"] = str(run_dir)
     return summary
 
@@ -90,7 +98,7 @@ def load_trained(run_or_ckpt, checkpoint: str = "best", device: str = "auto", da
     stages = []
     for k, ckpt in enumerate(ckpts, start=1):
         stage = cls(cfg, dev, stage=k, previous=tuple(stages))
-        load_stage_weights(stage, ckpt)
+        load_stage_weights(stage, state if k == 1 else ckpt)
         stages.append(stage)
     return cls, cfg, stages, run_dir
 
@@ -98,68 +106,129 @@ def load_trained(run_or_ckpt, checkpoint: str = "best", device: str = "auto", da
 def _read_manifest(out: Path, pipeline: str) -> dict:
     """manifest.json merged with the per-rank parts a distributed run left (a crash before the merge)."""
     path = out / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.exists() else {"pipeline": pipeline, "cases": {}}
-    for part in sorted(out.glob("manifest.rank*.json")):
-        manifest["cases"].update(json.loads(part.read_text()).get("cases", {}))
+    try:
+        manifest = json.loads(path.read_text()) if path.exists() else {"pipeline": pipeline, "cases": {}}
+        for part in sorted(out.glob("manifest.rank*.json")):
+            extra = json.loads(part.read_text())
+            manifest["cases"].update(extra.get("cases", {}))
+            manifest["written"] = sorted(set(manifest.get("written", [])) | set(extra.get("written", [])))
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise MedgenError(f"{path}: cannot read the predictions' manifest ({exc}); move it away or use another "
+                          "--out") from None
+    if manifest.get("pipeline") not in (None, pipeline):
+        raise MedgenError(f"{out} holds predictions of pipeline '{manifest.get('pipeline')}', not '{pipeline}'; "
+                          "use another --out")
     return manifest
+
+
+def _digest(parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _file_identity(value) -> object:
+    """A dataset value as it stands now: a file's path with its size and modification time, else the value."""
+    if isinstance(value, dict):
+        return {k: _file_identity(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_file_identity(v) for v in value]
+    if isinstance(value, str) and os.path.exists(value):
+        st = os.stat(value)
+        return [value, st.st_size, st.st_mtime_ns]
+    return value
 
 
 def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "best", overwrite: bool = False,
           device: str = "auto") -> dict:
     """Predict every case of a split and write the outputs in the source geometry.
 
-    One failing case does not stop the others; it is listed in `manifest.json` with its error. Cases whose
-    outputs already exist are skipped (a rerun does only what is missing) unless `overwrite`. Under
-    torchrun the remaining cases are split across ranks; each rank records its cases in its own
+    Isolation: a case that fails (unreadable input, wrong shape, a prediction that is not finite, a file that
+    cannot be written) is listed in `manifest.json` with its error, and the others go on.
+    Provenance: each case's entry records the checkpoint (SHA-256 of every stage's file) and the inputs (the
+    dataset entry, with each file's size and modification time) that made its files. A rerun skips a case only
+    when both are unchanged and its files are all there; otherwise it predicts again, replacing the files
+    medgen wrote. A file in the output folder that medgen did not write is never replaced without `overwrite`.
+    Under torchrun the cases are split across ranks; each rank records its cases in its own
     `manifest.rank<r>.json`, which rank 0 merges into `manifest.json` at the end (and a rerun merges too).
     """
+    from medgen.engine.outputs import OutputFolder
+
     dist = ddp.init_distributed(device)
     cls, cfg, stages, run_dir = load_trained(run, checkpoint, device, dataset, local_rank=dist.local_rank)
     out = Path(out) if out else Path(run_dir) / "predictions"
     if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MedgenError(f"cannot create the output folder {out}: {exc.strerror}") from None
     ddp.barrier()
     manifest = _read_manifest(out, cls.name)
-    manifest["dataset"] = cfg.data.dataset
+    model = [dict(s.checkpoint or {}, stage=s.stage) for s in stages]
+    model_digest = _digest([m.get("sha256") for m in model])
+    manifest.update(dataset=cfg.data.dataset, checkpoints=model)
+    folder = OutputFolder(out, owned=manifest.get("written", []), overwrite=overwrite)
     mine = {"pipeline": cls.name, "cases": {}}
     part_path = out / (f"manifest.rank{dist.rank}.json" if dist.enabled else "manifest.json")
     splits = ("training", "validation", "test") if split == "all" else (split,)
     written = skipped = failed = 0
     output_key = getattr(stages[0], "output_name", "output")
+
+    def record(case_id: str, entry: dict) -> None:
+        mine["cases"][case_id] = entry
+        state = dict(mine, written=folder.written) if dist.enabled else dict(
+            manifest, cases={**manifest["cases"], **mine["cases"]},
+            written=sorted(set(manifest.get("written", [])) | set(folder.written)))
+        write_json_atomic(part_path, state)
+
     for split_name in splits:
-        done = set() if overwrite else {
-            cid for cid, e in manifest["cases"].items()
-            if e.get("status") == "ok" and e.get("split") == split_name and all(Path(f["path"]).exists() for f in e["files"])
-        }
+        inputs = {cid: _digest(_file_identity(v)) for cid, v in stages[0].input_files(split_name).items()}
         ids = stages[0].case_ids(split_name)
-        skipped += len(done & set(ids))
+
+        def up_to_date(cid: str) -> bool:
+            e = manifest["cases"].get(cid) or {}
+            return (not overwrite and e.get("status") == "ok" and e.get("split") == split_name
+                    and e.get("model") == model_digest and e.get("inputs") == inputs.get(cid)
+                    and all(Path(f["path"]).exists() for f in e.get("files", [])))
+
+        done = {cid for cid in ids if up_to_date(cid)}
+        skipped += len(done)
         todo = [cid for cid in ids if cid not in done]
         assigned = set(todo[dist.rank :: dist.world_size])
-        # Stage 1 loads plain cases; cascade_predict runs every stage on each one.
-        for case in stages[0].iter_cases(split_name, skip=set(ids) - assigned):
-            case_id = case["id"]
-            if "error" in case:  # could not be loaded: record it and go on with the others
-                mine["cases"][case_id] = {"status": "failed", "split": split_name, "error": case["error"], "files": []}
+        cases = stages[0].iter_cases(split_name, skip=set(ids) - assigned)
+        while True:
+            try:
+                case = next(cases)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001 - a loader error must not stop the other cases
+                raise MedgenError(f"reading the {split_name} split failed: {type(exc).__name__}: {exc}") from exc
+            case_id = str(case["id"])
+            entry = {"split": split_name, "model": model_digest, "inputs": inputs.get(case_id), "files": []}
+            try:
+                if "error" in case:  # could not be loaded
+                    raise MedgenError(case["error"])
+                predictions = cascade_predict(stages, case, output_key)
+                _check_finite(predictions)
+                stale = [f["path"] for f in (manifest["cases"].get(case_id) or {}).get("files", [])]
+                files = []
+                for k, (stage, pred) in enumerate(zip(stages, predictions), start=1):
+                    suffix = f"stage{k}" if len(stages) > 1 else ""
+                    files += stage.write_outputs(case, pred, folder, suffix=suffix)
+                for path in set(stale) - {f["path"] for f in files}:  # no longer produced: not left as current
+                    Path(path).unlink(missing_ok=True)
+                entry.update(status="ok", files=files)
+                written += 1
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # noqa: BLE001 - isolate the case, report it, go on
+                message = str(exc) if isinstance(exc, MedgenError) else f"{type(exc).__name__}: {exc}"
+                entry.update(status="failed", error=message)
                 failed += 1
-            else:
-                try:
-                    predictions = cascade_predict(stages, case, output_key)
-                    files = []
-                    for k, (stage, pred) in enumerate(zip(stages, predictions), start=1):
-                        suffix = f"stage{k}" if len(stages) > 1 else ""
-                        files += stage.write_outputs(case, pred, out, overwrite=True, suffix=suffix)
-                    mine["cases"][case_id] = {"status": "ok", "split": split_name, "files": files}
-                    written += 1
-                except MedgenError as exc:
-                    mine["cases"][case_id] = {"status": "failed", "split": split_name, "error": str(exc), "files": []}
-                    failed += 1
-            record = mine if dist.enabled else dict(manifest, cases={**manifest["cases"], **mine["cases"]})
-            write_json_atomic(part_path, record)
+            record(case_id, entry)
     counts = ddp.reduce_sums({"written": written, "failed": failed}, torch.device("cpu"))
     ddp.barrier()
     if dist.enabled and dist.is_main:  # merge the ranks' parts into the one manifest
         merged = _read_manifest(out, cls.name)
-        merged["dataset"] = cfg.data.dataset
+        merged.update(dataset=cfg.data.dataset, checkpoints=model)
         write_json_atomic(out / "manifest.json", merged)
         for part in out.glob("manifest.rank*.json"):
             part.unlink()
@@ -168,12 +237,29 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
             "manifest": str(out / "manifest.json"), "rank": dist.rank, "world_size": dist.world_size}
 
 
-def evaluate(predictions, references, out=None, run=None, split: str = "test") -> dict:
-    """Metrics of written predictions against the references of a dataset (per_case.csv, summary.json, report.md)."""
+def _check_finite(predictions: list[dict]) -> None:
+    for k, prediction in enumerate(predictions, start=1):
+        for name, value in prediction.items():
+            if torch.is_tensor(value) and value.is_floating_point():
+                bad = int((~torch.isfinite(value)).sum())
+                if bad:
+                    raise MedgenError(f"the prediction '{name}' (stage {k}) has {bad} non-finite values (NaN or "
+                                      "infinity); nothing written for this case")
+
+
+def evaluate(predictions, references, out=None, run=None, split: str = "test", overwrite: bool = False) -> dict:
+    """Metrics of written predictions against the references of a dataset (per_case.csv, summary.json, report.md).
+
+    The report goes to `out` (default: `<predictions>/../eval`); an existing, non-empty report folder is
+    replaced only with `overwrite`, so an earlier evaluation is never lost by accident."""
     from medgen.engine.report import evaluate_predictions
 
-    return evaluate_predictions(Path(predictions), Path(references), Path(out) if out else None, split=split)
-
+    predictions = Path(predictions)
+    target = Path(out) if out else predictions.parent / "eval"
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise MedgenError(f"{target} already holds an evaluation; pass --overwrite to replace it, or --out to write "
+                          "the new one elsewhere")
+    return evaluate_predictions(predictions, Path(references), target, split=split)
 
 
 def export(run, fmt: str = "torchscript", network: str | None = None, out=None, checkpoint: str = "best") -> list[Path]:

@@ -43,11 +43,12 @@ def add_previous_estimates(stages, cases: list[dict], output_key: str = "output"
     return out
 
 
-def load_stage_weights(pipeline, checkpoint: Path) -> None:
-    """Load a trained stage's networks (best checkpoint) into a freshly built pipeline. When the run kept an EMA
-    (`train.ema_decay > 0`), its averaged weights replace the followed network's: validation scored (and chose
-    `best.pt` with) the EMA copy, so inference must use the same weights."""
-    state = load_checkpoint(checkpoint, map_location=pipeline.device)
+def load_stage_weights(pipeline, checkpoint: Path | dict) -> dict:
+    """Load a trained stage's networks (a checkpoint path, or its loaded state) into a freshly built pipeline;
+    returns the state. When the run kept an EMA (`train.ema_decay > 0`), its averaged weights replace the
+    followed network's: validation scored (and chose `best.pt` with) the EMA copy, so inference must use the
+    same weights."""
+    state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     if not pipeline.networks:
         pipeline.networks = {k: v.to(pipeline.device) for k, v in pipeline.build_networks().items()}
     ema = state.get("ema")
@@ -58,6 +59,8 @@ def load_stage_weights(pipeline, checkpoint: Path) -> None:
             net.load_state_dict(state["networks"][name])
         net.eval()
     pipeline.load_state_dict(state.get("pipeline_state") or {})
+    pipeline.checkpoint = {"path": state.get("file_path"), "sha256": state.get("file_sha256"), "step": state.get("step")}
+    return state
 
 
 def stage_dirs(run_dir, n_stages: int) -> list[Path]:

@@ -1,11 +1,17 @@
 """One self-describing checkpoint dict, written atomically, with the previous copy kept as a fallback.
 
 A checkpoint holds networks, optimizers, schedulers, scalers, EMA, step, best metric, RNG states, the
-resolved config and library versions. `save_checkpoint` writes to a temporary file and renames it over
-`last.pt`, so a kill at any moment leaves a whole `last.pt` (never a half-written or missing one); the copy
-it replaces is kept as `last.prev.pt`.
-`load_checkpoint` verifies the stored checksum and falls back to the previous copy, with a warning, when
-the newest file is truncated or corrupt.
+resolved config and library versions - tensors and plain data only (dicts, lists, strings, numbers), so it
+is loaded with `torch.load(weights_only=True)`: a file that carries any other Python object (which a full
+unpickler would import and could call) is refused, whoever made it. Everything is loaded onto the CPU;
+the engine moves weights to the run's device (a GPU run reloads on a CPU-only machine and vice versa).
+
+`save_checkpoint` writes to a temporary file and renames it over `last.pt`, so a kill at any moment leaves a
+whole `last.pt` (never a half-written or missing one); the copy it replaces is kept as `last.prev.pt`. Two
+checks catch damage: the SHA-256 of the whole file in `<name>.sha256` beside it, and a digest of the tensor
+data stored inside the checkpoint itself (`tensor_digest`), which still holds when the sidecar is missing.
+`load_checkpoint` verifies both and falls back to the previous copy, with a warning, when the newest file
+is truncated or corrupt.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
 import platform
 import shutil
 import warnings
@@ -21,10 +28,11 @@ from pathlib import Path
 import torch
 
 from medgen.errors import MedgenError
-from medgen.metrics.report import atomic_write_text
+from medgen.files import atomic_write
 
 FORMAT = "medgen-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: weights-only data (RNG states as tensors / lists) and an embedded tensor digest
+TENSOR_PARTS = ("networks", "ema")  # the parts whose tensor bytes `tensor_digest` covers
 
 
 def library_versions() -> dict:
@@ -35,7 +43,7 @@ def library_versions() -> dict:
 
     return {
         "medgen": medgen.__version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a str subclass: stored as a plain string
         "monai": monai.__version__,
         "numpy": numpy.__version__,
         "python": platform.python_version(),
@@ -44,6 +52,24 @@ def library_versions() -> dict:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def tensor_digest(state: dict) -> str:
+    """SHA-256 over the names, shapes, dtypes and bytes of every tensor in the weight parts of `state`."""
+    h = hashlib.sha256()
+
+    def visit(prefix: str, value) -> None:
+        if torch.is_tensor(value):
+            t = value.detach().to("cpu").contiguous().reshape(-1)
+            h.update(f"{prefix}:{tuple(value.shape)}:{t.dtype}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                visit(f"{prefix}/{key}", value[key])
+
+    for part in TENSOR_PARTS:
+        visit(part, state.get(part))
+    return h.hexdigest()
 
 
 def save_checkpoint(state: dict, path, keep_previous: bool = True) -> Path:
@@ -55,6 +81,7 @@ def save_checkpoint(state: dict, path, keep_previous: bool = True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = dict(state, format=FORMAT, format_version=FORMAT_VERSION)
+    state["tensor_digest"] = tensor_digest(state)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
@@ -69,7 +96,7 @@ def save_checkpoint(state: dict, path, keep_previous: bool = True) -> Path:
     # the previous copy); until the new one is written, `path` is checked by the load check alone.
     _digest_path(path).unlink(missing_ok=True)
     os.replace(tmp, path)
-    atomic_write_text(_digest_path(path), _sha256(payload))
+    atomic_write(_digest_path(path), _sha256(payload))
     return path
 
 
@@ -96,30 +123,64 @@ def previous_path(path) -> Path:
     return path.with_name(path.stem + ".prev" + path.suffix)
 
 
-def _load_verified(path: Path, map_location) -> dict:
+def _load_verified(path: Path) -> dict:
     payload = path.read_bytes()
+    file_digest = _sha256(payload)
     digest_file = _digest_path(path)
-    if digest_file.exists() and digest_file.read_text().strip() != _sha256(payload):
+    if digest_file.exists() and digest_file.read_text().strip() != file_digest:
         raise MedgenError(f"{path}: checksum mismatch (truncated or modified file)")
     try:
-        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(payload))
+        except Exception:  # noqa: BLE001 - only for the message
+            names = []
+        found = f": {', '.join(names[:5])}" if names else ""
+        raise UnsafeCheckpointError(
+            f"{path}: refused - it holds Python objects other than tensors and plain data{found}; loading it "
+            "could run code, and medgen checkpoints never hold any") from None
     except Exception as exc:  # torch raises several types for truncated zips
         raise MedgenError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise MedgenError(f"{path}: not a medgen checkpoint")
+    stored = state.get("tensor_digest")
+    if stored is not None and stored != tensor_digest(state):
+        raise MedgenError(f"{path}: its weights do not match the digest stored in it (modified or corrupt file)")
+    state["file_sha256"] = file_digest  # which file was read (outputs record the model that made them)
+    state["file_path"] = str(path)
     return state
 
 
-def load_checkpoint(path, map_location="cpu", fallback: bool = True) -> dict:
-    """Load and verify a checkpoint; when it is damaged, warn and use `<stem>.prev.pt` if it exists."""
+def _numpy_array_globals() -> list:
+    """The constructors of numpy arrays, dtypes and scalars: data, not code. Checkpoints of format 1 stored
+    numpy's RNG state as an array, so they stay loadable under weights_only with these allowed."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct, scalar
+    return [np.ndarray, np.dtype, _reconstruct, scalar]
+
+
+class UnsafeCheckpointError(MedgenError):
+    """A file that could run code when loaded. Never falls back: the previous copy may be just as foreign."""
+
+
+def load_checkpoint(path, fallback: bool = True) -> dict:
+    """Load and verify a checkpoint onto the CPU; when it is damaged, warn and use `<stem>.prev.pt` if it exists."""
     path = Path(path)
     if not path.exists():
         raise MedgenError(f"{path}: checkpoint not found")
     try:
-        return _load_verified(path, map_location)
+        return _load_verified(path)
+    except UnsafeCheckpointError:
+        raise
     except MedgenError as exc:
         prev = previous_path(path)
         if not (fallback and prev.exists()):
             raise
         warnings.warn(f"{exc}; using the previous checkpoint {prev}", stacklevel=2)
-        return _load_verified(prev, map_location)
+        return _load_verified(prev)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from medgen.errors import MedgenError
+
 
 @dataclass
 class DistInfo:
@@ -40,6 +42,12 @@ def init_distributed(device_request: str = "auto") -> DistInfo:
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and device_request != "cpu"
+    if use_cuda and local_rank >= torch.cuda.device_count():
+        # Checked before joining: NCCL cannot share one GPU between ranks, and a rank that fails after the
+        # others joined leaves them waiting in their first collective.
+        raise MedgenError(
+            f"torchrun started local rank {local_rank} but this machine has {torch.cuda.device_count()} GPU(s): "
+            f"use --nproc_per_node={torch.cuda.device_count()} or fewer, or train.device=cpu for CPU processes")
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
         # a gloo group left to the interpreter's teardown can abort a rank after all its work is done

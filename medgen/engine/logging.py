@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from medgen.files import atomic_write
+
 
 class RunLogger:
     """Rank 0 writes; other ranks get a logger whose methods do nothing."""
@@ -136,8 +138,10 @@ class RunLogger:
         if shown:
             axes[1].legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(self.run_dir / "progress.png", dpi=80)
-        plt.close(fig)
+        try:
+            atomic_write(self.run_dir / "progress.png", lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+        finally:
+            plt.close(fig)
 
     def close(self) -> None:
         if not self.enabled:

@@ -38,7 +38,8 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm per update, 0 = off
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the pipeline's `ema_network`
     max_val_cases: int = 0  # 0: all validation cases
-    max_bad_steps: int = 5  # non-finite losses in a row before the run stops
+    max_bad_steps: int = 5  # skipped (non-finite) updates in a row, per optimizer, before the run stops
+    max_abs_weight: float = 1e6  # a weight beyond this is divergence: never saved as a good checkpoint (0 = off)
     d_win_threshold: float = 1e-3  # a discriminator loss ("loss_d*") below this ...
     d_win_patience: int = 5  # ... at this many logged steps in a row is reported as winning outright
     progress: Literal["auto", "bar", "lines", "off"] = "auto"

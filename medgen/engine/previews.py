@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medgen.files import atomic_write
+
 
 def _as_array(image) -> np.ndarray:
     if hasattr(image, "detach"):
@@ -56,8 +58,7 @@ def save_montage(images: dict, path, centre=None, title: str | None = None) -> P
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+    finally:
+        plt.close(fig)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from medgen.errors import MedgenError
+from medgen.files import atomic_write
 
 
 def _load_array(path) -> tuple[np.ndarray, np.ndarray]:
@@ -94,8 +95,7 @@ def evaluate_predictions(predictions: Path, references: Path, out: Path | None =
         lines += [f"## {output}: per case ({len(group)})", "", format_table(group), "",
                   f"## {output}: summary", "", format_table(summaries[output]), ""]
     lines += [f"![{p.stem}]({p.name})" for p in pictures]
-    report = out / "report.md"
-    report.write_text("\n".join(lines) + "\n")
+    report = atomic_write(out / "report.md", "\n".join(lines) + "\n")
     final = list(groups)[-1]
     return {"summary": summaries[final], "summaries": summaries, "table": format_table(groups[final]),
             "report": str(report)}

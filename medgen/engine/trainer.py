@@ -24,6 +24,7 @@ from medgen.engine.rundir import write_env_json
 from medgen.engine.sampling import StepSampler
 from medgen.engine.seeding import get_rng_state, seed_everything, set_rng_state
 from medgen.errors import MedgenError
+from medgen.files import contained_path
 
 
 class TrainingDiverged(MedgenError):
@@ -31,11 +32,27 @@ class TrainingDiverged(MedgenError):
 
 
 def resolve_device(request: str = "auto", local_rank: int = 0) -> torch.device:
+    """The device of this process: `auto` is this rank's GPU when CUDA exists, else the CPU.
+
+    Under torchrun each rank takes GPU `local_rank`; a rank beyond the machine's GPUs is refused here, before
+    any work, since NCCL cannot put two ranks on one GPU."""
     if request == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if request.startswith("cuda") and not torch.cuda.is_available():
-        raise MedgenError(f"train.device={request} but no CUDA device is available")
-    return torch.device(request)
+        request = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(request)
+    except RuntimeError:
+        raise MedgenError(f"train.device={request!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MedgenError(f"train.device={request} but no CUDA device is available (use train.device=cpu or auto)")
+        count = torch.cuda.device_count()
+        index = local_rank if device.index is None else device.index
+        if index >= count:
+            raise MedgenError(
+                f"this process (local rank {local_rank}) needs GPU cuda:{index} but the machine has {count} GPU(s): "
+                f"run torchrun with --nproc_per_node={count} or fewer, or set train.device=cpu for CPU processes")
+        device = torch.device("cuda", index)
+    return device
 
 
 def amp_dtype(request: str, device: torch.device):
@@ -71,7 +88,7 @@ class Trainer:
         self.ema = None
         self.best_metric: float | None = None
         self.best_step = -1
-        self.bad_steps = 0  # non-finite losses in a row
+        self.bad_steps: dict[str, int] = {}  # per optimizer: skipped (non-finite) updates in a row
         self.skipped_steps = 0
         self._stop_signal: int | None = None
         self._d_low_streak: dict[str, int] = {}  # logged steps in a row with a near-zero discriminator loss
@@ -182,18 +199,40 @@ class Trainer:
                 self._bad_step(f"{loss_name} (gradient)", opt_name)
                 return False
             opt.step()
-        self.bad_steps = 0
+        self.bad_steps[opt_name] = 0  # only this optimizer's streak: another's good step says nothing about it
         return True
 
     def _bad_step(self, loss_name: str, opt_name: str) -> None:
-        self.bad_steps += 1
+        streak = self.bad_steps[opt_name] = self.bad_steps.get(opt_name, 0) + 1
         self.skipped_steps += 1
         self.logger.info(f"step {self.pipeline.step}: non-finite {loss_name} for optimizer '{opt_name}', step skipped")
-        if self.bad_steps >= self.tcfg.max_bad_steps:
+        if streak >= self.tcfg.max_bad_steps:
             raise TrainingDiverged(
-                f"{self.bad_steps} non-finite losses in a row ({loss_name}, optimizer '{opt_name}'); "
-                f"stopped at step {self.pipeline.step}. The last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'}"
+                f"{streak} non-finite updates in a row for optimizer '{opt_name}' ({loss_name}); "
+                f"stopped at step {self.pipeline.step}. {self._last_good_note()}"
             )
+
+    def _last_good_note(self) -> str:
+        last = self.run_dir / "checkpoints" / "last.pt"
+        if not last.exists():
+            return "No checkpoint was written before that."
+        return f"The last good checkpoint is {last}; lower the learning rate or the loss weights and start a new run."
+
+    def check_weights(self) -> None:
+        """Refuse to call weights good when any is non-finite or beyond `train.max_abs_weight`: a run whose
+        losses are still finite can hold weights that have already exploded (a learning rate far too high)."""
+        limit = self.tcfg.max_abs_weight
+        for name, net in self.pipeline.networks.items():
+            for pname, param in _unwrap(net).named_parameters():
+                value = param.detach()
+                if not bool(torch.isfinite(value).all()):
+                    raise TrainingDiverged(f"network '{name}' has non-finite weights ({pname}) at step "
+                                           f"{self.pipeline.step}; not saved. {self._last_good_note()}")
+                peak = float(value.abs().max()) if value.numel() else 0.0
+                if limit > 0 and peak > limit:
+                    raise TrainingDiverged(
+                        f"network '{name}' has a weight of magnitude {peak:.3g} ({pname}) at step {self.pipeline.step}, "
+                        f"beyond train.max_abs_weight={limit:g}: training has diverged; not saved. {self._last_good_note()}")
 
     # ----- the loop -------------------------------------------------------------------------------
     def autocast(self):
@@ -317,7 +356,8 @@ class Trainer:
                 images = p.preview(case, prediction)
                 if images:
                     case_id = case.get("id", "case")
-                    save_montage(images, self.run_dir / "previews" / f"step{step:07d}_{case_id}.png", title=f"{case_id} at step {step}")
+                    path = contained_path(self.run_dir / "previews", f"step{step:07d}_{case_id}.png")
+                    save_montage(images, path, title=f"{case_id} at step {step}")
         sums = ddp.reduce_sums(sums, self.device)
         means = {k: sums[k] / sums[f"n::{k}"] for k in sums if not k.startswith("n::") and sums[f"n::{k}"] > 0}
         for net in p.networks.values():
@@ -357,6 +397,7 @@ class Trainer:
         }
 
     def save(self, step: int, name: str = "last.pt") -> None:
+        self.check_weights()  # identical replicas: every rank reaches the same verdict
         state = self.state(step)  # every rank joins the RNG gather
         if self.dist.is_main:
             save_checkpoint(state, self.run_dir / "checkpoints" / name)
@@ -364,7 +405,7 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         p = self.pipeline
-        state = load_checkpoint(path, map_location=self.device)
+        state = load_checkpoint(path)  # on the CPU: load_state_dict copies onto each network's device
         if state.get("pipeline") != p.name:
             raise MedgenError(f"{path}: a checkpoint of pipeline '{state.get('pipeline')}', not '{p.name}'")
         for k, net in p.networks.items():

@@ -5,7 +5,7 @@ rows' keys in first-seen order, id first. A column is summarised when all its va
 or missing cells are skipped); non-finite values (NaN, inf: e.g. HD95 with an empty mask) are counted
 and left out of the statistics, never silently averaged. ``std`` is the sample standard deviation
 (ddof = 1), the usual "mean (std)" of papers over a sample of cases; it is None for fewer than two values.
-Both files are written atomically (temp file in the same folder, then ``os.replace``).
+Both files are written atomically (``medgen.files.atomic_write``).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from medgen.errors import MedgenError
+from medgen.files import atomic_write
 
 __all__ = ["summarise", "write_report", "format_table"]
 
@@ -113,23 +113,6 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to a fsynced temporary file beside `path`, then rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_report(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike, id_key: str = "id") -> dict:
     """Write ``out_dir/per_case.csv`` (id column first, then metrics) and ``out_dir/summary.json``.
 
@@ -159,8 +142,8 @@ def write_report(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike, 
     for row in rows:
         writer.writerow([str(row[id_key]), *(_cell(row.get(c)) for c in cols)])
     summary = summarise(rows, id_key=id_key)
-    atomic_write_text(out / "per_case.csv", buf.getvalue())
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    atomic_write(out / "per_case.csv", buf.getvalue())
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary
 
 

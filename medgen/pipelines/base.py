@@ -49,6 +49,7 @@ class Pipeline:
         self.step = 0  # main-network steps done so far (set by the engine)
         self.steps_per_epoch = 1  # set by the engine from the dataset size
         self._engine = None  # the Trainer attaches itself here
+        self.checkpoint: dict | None = None  # {path, sha256, step} of the loaded weights (set by the engine)
 
     # ----- what a pipeline defines -------------------------------------------------------------
     def build_networks(self) -> dict[str, nn.Module]:
@@ -77,9 +78,9 @@ class Pipeline:
         raise NotImplementedError
 
     def predict_case(self, case: dict) -> dict[str, torch.Tensor]:
-        """Outputs for one whole case. Default: infer_step on the case as one batch."""
+        """Outputs for one whole case, on the CPU. Default: infer_step on the case as one batch."""
         batch = {k: v.unsqueeze(0).to(self.device) if torch.is_tensor(v) else v for k, v in case.items()}
-        return {k: v[0] for k, v in self.infer_step(batch).items()}
+        return {k: v[0].cpu() for k, v in self.infer_step(batch).items()}
 
     def evaluate_case(self, prediction: dict, case: dict) -> dict[str, float]:
         return {}
@@ -102,14 +103,23 @@ class Pipeline:
         """The ids of a split's cases, in order (inference splits them across ranks)."""
         return [c["id"] for c in self.load_cases(split)]
 
+    def input_files(self, split: str) -> dict[str, object]:
+        """Case id -> what its prediction is made from (its dataset entry: file paths and values), so a rerun of
+        inference knows when an input changed. Default: the pipeline's `datalist()` entries, if it has one."""
+        datalist = getattr(self, "datalist", None)
+        if datalist is None:
+            return {}
+        return {str(e.get("id")): {k: v for k, v in e.items() if k != "id"} for e in datalist().split(split)}
+
     def iter_cases(self, split: str, skip=()):
         """Cases one at a time for inference, leaving out the ids in `skip`; a case that fails to load
         is yielded as {"id", "split", "error"}."""
         yield from (c for c in self.load_cases(split) if c["id"] not in skip)
 
-    def write_outputs(self, case: dict, prediction: dict, out_dir, overwrite: bool = False, suffix: str = "") -> list[dict]:
-        """Write one case's outputs (in the source geometry and units) as `<id>_<output>[_<suffix>]`;
-        returns manifest entries {path, output, reference_key, kind, data_range, mask_key}."""
+    def write_outputs(self, case: dict, prediction: dict, out, suffix: str = "") -> list[dict]:
+        """Write one case's outputs (in the source geometry and units) as `<id>_<output>[_<suffix>]` through `out`
+        (a `medgen.engine.outputs.OutputFolder`); returns manifest entries {path, output, reference_key, kind,
+        data_range, mask_key}."""
         raise NotImplementedError(f"pipeline '{self.name}' does not write outputs")
 
     def export_examples(self) -> dict[str, torch.Tensor]:

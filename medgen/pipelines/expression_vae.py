@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,6 +27,7 @@ import torch
 
 from medgen.engine.options import DataConfig, PipelineConfig, TrainConfig
 from medgen.errors import ConfigError, DataError, MedgenError
+from medgen.files import atomic_write
 from medgen.pipelines.base import Pipeline
 from medgen.registry import NETWORKS, PIPELINES
 
@@ -137,15 +137,8 @@ def transform_matrix(df, how: str, path=None):
 
 
 def write_atomic(path: Path, write, overwrite: bool) -> Path:
-    """Write through a temporary file and os.replace; refuse an existing file unless overwrite."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise MedgenError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
-    return path
+    """`medgen.files.atomic_write` with a writer function; refuse an existing file unless overwrite."""
+    return atomic_write(path, write, overwrite=overwrite)
 
 
 class MatrixRows(torch.utils.data.Dataset):
@@ -289,6 +282,11 @@ class ExpressionVAE(Pipeline):
         self.splits = self._split_ids()
         train = self._table.loc[self.splits["training"]]
         selected = select_features(train, d.n_features, by=d.feature_selection)
+        spread = (selected.max(axis=0) - selected.min(axis=0)).to_numpy()
+        if not (spread > 0).any():
+            raise DataError(self._dataset()["tables"][d.matrix_key],
+                            f"no feature varies across the {len(train)} training samples (a constant matrix): "
+                            "there is nothing to learn")
         self.features = list(selected.columns)
         self.scaler = MinMaxScaler().fit(selected)
 
@@ -400,6 +398,12 @@ class ExpressionVAE(Pipeline):
         return [{"id": split, "split": split, "samples": list(ids), "x": torch.from_numpy(self.matrix(ids)),
                  "labels": self._labels.loc[list(ids)], "features": list(self.features)}]
 
+    def input_files(self, split: str) -> dict[str, object]:
+        """The split's one case is made from the tables and the split's sample ids."""
+        info = self._dataset()
+        ids = self.splits.get(split) if self.splits else info["splits"].get(split)
+        return {split: {"tables": {k: str(v) for k, v in info["tables"].items()}, "samples": list(ids or [])}}
+
     def _dataset_unchanged(self) -> bool:
         known = set(self._table.index)
         return all(i in known for ids in self.splits.values() for i in ids)
@@ -490,14 +494,13 @@ class ExpressionVAE(Pipeline):
         """features x latent DataFrame of gene weights, in the readout of `model.latent_rotation`."""
         return self.readout()[1]
 
-    def write_outputs(self, case, prediction, out_dir, overwrite: bool = False, suffix: str = "") -> list[dict]:
+    def write_outputs(self, case, prediction, out, suffix: str = "") -> list[dict]:
         """`<split>_latent.tsv` (latent means), `<split>_tsne.png`, `gene_weights.tsv`, `top_genes.tsv`, all in
         the readout of `model.latent_rotation`."""
         from medgen.pipelines.expression_vae_eval import plot_tsne, top_genes_table
 
         import pandas as pd
 
-        out_dir = Path(out_dir)
         tag = f"_{suffix}" if suffix else ""
         rot, weights = self.readout()
         z = prediction["latent"].numpy()
@@ -510,22 +513,18 @@ class ExpressionVAE(Pipeline):
             return {"path": str(path), "output": output, "reference_key": None, "kind": "table",
                     "data_range": None, "mask_key": None}
 
-        p = write_atomic(out_dir / f"{case['id']}_latent{tag}.tsv",
-                         lambda t: latent.to_csv(t, sep="\t", float_format="%.6g"), overwrite)
+        p = out.write_with(f"{case['id']}_latent{tag}.tsv", lambda t: latent.to_csv(t, sep="\t", float_format="%.6g"))
         entries.append(entry(p, "latent"))
         if len(latent) >= 5:
-            p = write_atomic(out_dir / f"{case['id']}_tsne{tag}.png",
-                             lambda t: plot_tsne(latent.to_numpy(), case["labels"], t, seed=self.config.train.seed,
-                                                 perplexity=self.config.model.tsne_perplexity,
-                                                 title=f"{self.config.model.method} latent, {case['id']} split"),
-                             overwrite)
+            p = out.write_with(f"{case['id']}_tsne{tag}.png",
+                               lambda t: plot_tsne(latent.to_numpy(), case["labels"], t, seed=self.config.train.seed,
+                                                   perplexity=self.config.model.tsne_perplexity,
+                                                   title=f"{self.config.model.method} latent, {case['id']} split"))
             entries.append(entry(p, "tsne"))
-        p = write_atomic(out_dir / f"gene_weights{tag}.tsv", lambda t: weights.to_csv(t, sep="\t", float_format="%.6g"),
-                         overwrite)
+        p = out.write_with(f"gene_weights{tag}.tsv", lambda t: weights.to_csv(t, sep="\t", float_format="%.6g"))
         entries.append(entry(p, "gene_weights"))
         top = top_genes_table(weights, self.config.model.top_genes)
-        p = write_atomic(out_dir / f"top_genes{tag}.tsv", lambda t: top.to_csv(t, sep="\t", index=False,
-                                                                               float_format="%.6g"), overwrite)
+        p = out.write_with(f"top_genes{tag}.tsv", lambda t: top.to_csv(t, sep="\t", index=False, float_format="%.6g"))
         entries.append(entry(p, "top_genes"))
         return entries
 

@@ -56,9 +56,13 @@ def plot_tsne(z: np.ndarray, labels, path, seed: int = 0, perplexity: float = 30
     from sklearn.manifold import TSNE
 
     n = z.shape[0]
+    z = np.asarray(z, dtype=np.float64)
+    if not np.isfinite(z).all() or float(np.ptp(z, axis=0).max(initial=0.0)) <= 0.0:
+        # scikit-learn's Barnes-Hut t-SNE of identical points divides by a zero spread and can crash the
+        # process (seen: a segmentation fault on a constant matrix); there is nothing to embed anyway.
+        raise MedgenError(f"no t-SNE: the {n} latent vectors are identical or not finite")
     perp = float(min(perplexity, max(2.0, (n - 1) / 3.0)))
-    emb = TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed).fit_transform(
-        np.asarray(z, dtype=np.float64))
+    emb = TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed).fit_transform(z)
     columns = list(labels.columns) if labels is not None and len(labels.columns) else [None]
     fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 4.0), squeeze=False)
     for ax, col in zip(axes[0], columns):

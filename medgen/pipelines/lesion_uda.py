@@ -26,7 +26,7 @@ from medgen.engine.inference import sliding_window, valid_sliding_window
 from medgen.engine.options import InferConfig, PipelineConfig, TrainConfig
 from medgen.errors import ConfigError, DataError
 from medgen.pipelines.lesion_uda_parts import MixedDomainDataset, UNetSegmenter
-from medgen.pipelines.volume import VolumeDataConfig, VolumePipeline, phantom_dataset
+from medgen.pipelines.volume import VolumeDataConfig, VolumePipeline, _case_error, phantom_dataset
 from medgen.registry import NETWORKS, PIPELINES
 
 MODES = ("source_only", "uda", "uda_last_layer", "target_supervised")
@@ -223,9 +223,11 @@ class LesionUDA(VolumePipeline):
             if entry.get("id") in skip:
                 continue
             try:
-                yield self._load_entry(entry, split)
-            except DataError as exc:
-                yield {"id": entry.get("id"), "split": split, "error": str(exc)}
+                case = self._load_entry(entry, split)
+            except Exception as exc:  # noqa: BLE001 - reported with the case; the others go on
+                yield {"id": entry.get("id"), "split": split, "error": _case_error(exc)}
+                continue
+            yield case
 
     def _load_entry(self, entry: dict, split: str) -> dict:
         from medgen.data.patches import load_cases
@@ -519,18 +521,15 @@ class LesionUDA(VolumePipeline):
             images["reference"] = case[key][0]
         return images
 
-    def write_outputs(self, case, prediction, out_dir, overwrite: bool = False, suffix: str = "") -> list[dict]:
-        from medgen.data.writer import write_prediction
-
+    def write_outputs(self, case, prediction, out, suffix: str = "") -> list[dict]:
         ref_path = case["paths"][self.source_keys()[0]]
         entries = []
         names = ["lesion"] + (["lesion_prob"] if self.config.infer.write_probabilities else [])
         for name in names:
             label = name + (f"_{suffix}" if suffix else "")
-            path = Path(out_dir) / f"{case['id']}_{label}.nii.gz"
             is_mask = name == "lesion"
-            write_prediction(prediction[name].numpy().astype(np.float32), ref_path, path,
-                             dtype="uint8" if is_mask else "float32", overwrite=overwrite)
+            path = out.write_image(f"{case['id']}_{label}.nii.gz", prediction[name].numpy().astype(np.float32),
+                                   ref_path, dtype="uint8" if is_mask else "float32")
             entries.append({"path": str(path), "output": label,
                             "reference_key": self.config.data.lesion_key if is_mask else None,
                             "kind": "label" if is_mask else "image", "data_range": None, "mask_key": None,

@@ -363,7 +363,7 @@ class MRSynthesis(VolumePipeline):
         train_s = time.perf_counter() - t0
         run = Path(summary["run_dir"])
         infer(run, overwrite=True)
-        evaluate(run / "predictions", cfg.data.dataset or cls(cfg).dataset_path())
+        evaluate(run / "predictions", cfg.data.dataset or cls(cfg).dataset_path(), overwrite=True)
         _, _, stages, _ = load_trained(run, device="cpu")
         pipe = stages[-1]
         train_cases, test_cases = pipe.load_cases("training"), pipe.load_cases("test")

@@ -304,8 +304,8 @@ class MrToCt(VolumePipeline):
         ref = self.target_in_source_units(case)[0]
         return ct_metrics(pred, ref, self.metric_mask(case), data_range=hi - lo)
 
-    def write_outputs(self, case, prediction, out_dir, overwrite=False, suffix=""):
-        entries = super().write_outputs(case, prediction, out_dir, overwrite=overwrite, suffix=suffix)
+    def write_outputs(self, case, prediction, out, suffix=""):
+        entries = super().write_outputs(case, prediction, out, suffix=suffix)
         lo, hi = self.config.data.hu_window
         for e in entries:
             if e["reference_key"] == "ct":

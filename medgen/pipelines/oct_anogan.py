@@ -39,11 +39,11 @@ from medgen.pipelines.oct_anogan_scoring import (
     aggregate_scores,
     evaluate_anomaly,
     retina_band,
-    save_overlay,
+    overlay_figure,
     source_geometry,
     stitch_mean,
     tile_image,
-    upsert_csv,
+    upsert_csv_text,
 )
 from medgen.registry import PIPELINES
 
@@ -255,49 +255,62 @@ class OCTAnoGAN(Pipeline):
     def load_cases(self, split: str, dataset: str | None = None) -> list[dict]:
         """Whole B-scans of a split: `image` (1, H, W) in [-1, 1] (OCT preset), `retina` (1, H, W) band mask,
         `mask` (1, H, W) anomaly mask when the case has one, `label` (0 / 1 / None), geometry for writing."""
-        if split in self._cases:
-            return self._cases[split]
+        if split not in self._cases:
+            self._cases[split] = [self._load_entry(entry, split) for entry in self.datalist().split(split)]
+        return self._cases[split]
+
+    def iter_cases(self, split: str, skip=()):
+        """B-scans one at a time for inference; one that cannot be loaded is yielded as {"id", "split", "error"}."""
+        from medgen.pipelines.volume import _case_error
+
+        for entry in self.datalist().split(split):
+            if entry.get("id") in skip:
+                continue
+            try:
+                case = self._load_entry(entry, split)
+            except Exception as exc:  # noqa: BLE001 - reported with the case; the others go on
+                yield {"id": entry.get("id"), "split": split, "error": _case_error(exc)}
+                continue
+            yield case
+
+    def _load_entry(self, entry: dict, split: str) -> dict:
         from medgen.data.io import load_bscan
         from medgen.data.presets import OCTPreset
 
         d = self.config.data
         dl = self.datalist()
         preset = OCTPreset(out_range=(-1.0, 1.0))  # the generators end in tanh
-        cases = []
-        for entry in dl.split(split):
-            cid = entry["id"]
-            if "image" not in entry:
-                present = ", ".join(k for k in entry if k != "id") or "none"
-                raise DataError(dl.source, f"case '{cid}' ({split}) has no key 'image' (the B-scan); keys present: {present}")
-            raw = load_bscan(entry["image"])
-            x, params = preset.forward(raw)
-            case = {"id": cid, "split": split, "image": torch.from_numpy(np.asarray(x, np.float32)[None]),
-                    "norm": {"image": params}, "paths": {"image": entry["image"]}}
-            band = retina_band(raw, d.depth_axis if d.depth_axis == "auto" else int(d.depth_axis),
-                               smooth=d.retina_smooth, closing=d.retina_closing)
-            case["retina"] = torch.from_numpy(band[None].astype(np.float32))
-            if d.mask_key and entry.get(d.mask_key):
-                mask = load_bscan(entry[d.mask_key]) > 0
-                if mask.shape != raw.shape:
-                    raise DataError(entry[d.mask_key], f"mask of case '{cid}' has shape {mask.shape}, "
-                                                       f"its B-scan {entry['image']} has {raw.shape}")
-                case["mask"] = torch.from_numpy(mask[None].astype(np.float32))
-                case["paths"]["mask"] = entry[d.mask_key]
-            label = entry.get(d.label_key)
-            if label not in (None, ""):
-                try:
-                    label = int(label)
-                except (TypeError, ValueError):
-                    raise DataError(dl.source, f"case '{cid}' key '{d.label_key}' must be 0 or 1, got {label!r}") from None
-                if label not in (0, 1):
-                    raise DataError(dl.source, f"case '{cid}' key '{d.label_key}' must be 0 or 1, got {label}")
-            else:
-                label = int(bool(case["mask"].any())) if "mask" in case else None
-            case["label"] = label
-            case["geometry"] = source_geometry(entry["image"], raw.shape)
-            cases.append(case)
-        self._cases[split] = cases
-        return cases
+        cid = entry["id"]
+        if "image" not in entry:
+            present = ", ".join(k for k in entry if k != "id") or "none"
+            raise DataError(dl.source, f"case '{cid}' ({split}) has no key 'image' (the B-scan); keys present: {present}")
+        raw = load_bscan(entry["image"])
+        x, params = preset.forward(raw)
+        case = {"id": cid, "split": split, "image": torch.from_numpy(np.asarray(x, np.float32)[None]),
+                "norm": {"image": params}, "paths": {"image": entry["image"]}}
+        band = retina_band(raw, d.depth_axis if d.depth_axis == "auto" else int(d.depth_axis),
+                           smooth=d.retina_smooth, closing=d.retina_closing)
+        case["retina"] = torch.from_numpy(band[None].astype(np.float32))
+        if d.mask_key and entry.get(d.mask_key):
+            mask = load_bscan(entry[d.mask_key]) > 0
+            if mask.shape != raw.shape:
+                raise DataError(entry[d.mask_key], f"mask of case '{cid}' has shape {mask.shape}, "
+                                                   f"its B-scan {entry['image']} has {raw.shape}")
+            case["mask"] = torch.from_numpy(mask[None].astype(np.float32))
+            case["paths"]["mask"] = entry[d.mask_key]
+        label = entry.get(d.label_key)
+        if label not in (None, ""):
+            try:
+                label = int(label)
+            except (TypeError, ValueError):
+                raise DataError(dl.source, f"case '{cid}' key '{d.label_key}' must be 0 or 1, got {label!r}") from None
+            if label not in (0, 1):
+                raise DataError(dl.source, f"case '{cid}' key '{d.label_key}' must be 0 or 1, got {label}")
+        else:
+            label = int(bool(case["mask"].any())) if "mask" in case else None
+        case["label"] = label
+        case["geometry"] = source_geometry(entry["image"], raw.shape)
+        return case
 
     def normal_cases(self, split: str) -> list[dict]:
         """Cases of a split that are not labelled abnormal (training and thresholds use normals only)."""
@@ -499,39 +512,31 @@ class OCTAnoGAN(Pipeline):
                                "validation_scores": scores, "method": self.method}
         return self._threshold
 
-    def write_outputs(self, case, prediction, out_dir, overwrite: bool = False, suffix: str = ""):
+    def write_outputs(self, case, prediction, out, suffix: str = ""):
         """`<id>_anomaly_map.nii.gz` (residual map in normalised units, in the source layout and affine),
         `<id>_overlay.png`, and the case's row in `scores.csv` (plus `threshold.json` once)."""
-        from medgen.data.writer import write_prediction
-        from medgen.engine.rundir import write_json_atomic
-
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         label = f"_{suffix}" if suffix else ""
-        map_path = out_dir / f"{case['id']}_anomaly_map{label}.nii.gz"
-        png_path = out_dir / f"{case['id']}_overlay{label}.png"
-        for path in (map_path, png_path):
-            if path.exists() and not overwrite:
-                raise MedgenError(f"{path} already exists; refusing to overwrite it (pass overwrite=True)")
         thr = self.threshold()
-        if not (out_dir / "threshold.json").exists() or overwrite:
-            write_json_atomic(out_dir / "threshold.json", thr)
+        if out.existing("threshold.json") is None:
+            out.write_json("threshold.json", thr)
         amap = prediction["anomaly_map"].float().cpu().numpy()[0]
         geo = case["geometry"]
         ref = {"original_affine": geo["affine"], "spatial_shape": geo["shape"]}
-        write_prediction(amap.reshape((1, *geo["shape"])), ref, map_path, overwrite=overwrite)
+        map_path = out.write_image(f"{case['id']}_anomaly_map{label}.nii.gz", amap.reshape((1, *geo["shape"])), ref)
         score = float(prediction["score"][0])
         t = thr["threshold"]
         image01 = (case["image"][0].numpy() + 1) / 2
-        save_overlay(image01, amap, png_path, overwrite,
-                     title=f"{case['id']}: score {score:.4g}" + (f" (thr {t:.4g})" if t is not None else ""))
-        upsert_csv(out_dir / "scores.csv", {
+        png_path = out.write_figure(f"{case['id']}_overlay{label}.png", overlay_figure(
+            image01, amap, title=f"{case['id']}: score {score:.4g}" + (f" (thr {t:.4g})" if t is not None else "")))
+        row = {
             "id": case["id"], "split": case.get("split", ""), "score": f"{score:.6g}",
             "threshold": "" if t is None else f"{t:.6g}", "specificity_target": thr["specificity"],
             "abnormal": "" if t is None else int(score > t), "label": case.get("label"),
             "method": self.method, "anomaly_map": str(map_path), "overlay": str(png_path),
             "source": case["paths"]["image"],
-        })
+        }
+        previous = out.existing("scores.csv")
+        out.write_text("scores.csv", upsert_csv_text(previous, row))
         common = {"reference_key": None, "data_range": None, "mask_key": None, "score": score}
         return [dict(common, path=str(map_path), output=f"anomaly_map{label}", kind="image", units="normalised"),
                 dict(common, path=str(png_path), output=f"overlay{label}", kind="preview")]

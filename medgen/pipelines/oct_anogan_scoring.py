@@ -14,14 +14,13 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from medgen.errors import DataError, MedgenError
+from medgen.files import atomic_write
 
 # ----- retina band ---------------------------------------------------------------------------------------
 
@@ -169,33 +168,16 @@ def source_geometry(path, shape_2d: tuple[int, int]) -> dict:
 # ----- writing -------------------------------------------------------------------------------------------
 
 
-def _atomic_bytes(path: Path, data: bytes, overwrite: bool) -> Path:
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise MedgenError(f"{path} already exists; refusing to overwrite it (pass overwrite=True)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def save_figure(fig, path: Path, overwrite: bool, dpi: int = 80) -> Path:
     import matplotlib.pyplot as plt
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
-    return _atomic_bytes(path, buf.getvalue(), overwrite)
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi), overwrite=overwrite)
+    finally:
+        plt.close(fig)
 
 
-def save_overlay(image: np.ndarray, amap: np.ndarray, path: Path, overwrite: bool, title: str = "",
-                 vmax: float | None = None) -> Path:
+def overlay_figure(image: np.ndarray, amap: np.ndarray, title: str = "", vmax: float | None = None):
     """B-scan in grey with the anomaly map on top (transparent where it is low), plus the bare B-scan."""
     import matplotlib
 
@@ -213,13 +195,13 @@ def save_overlay(image: np.ndarray, amap: np.ndarray, path: Path, overwrite: boo
     axes[0].set_title("B-scan", fontsize=8)
     axes[1].set_title(title or "anomaly map", fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, path, overwrite)
+    return fig
 
 
-def upsert_csv(path: Path, row: dict, key: str = "id") -> None:
-    """Insert or replace one row (by `key`) of a CSV, written atomically."""
+def upsert_csv_text(path: Path | None, row: dict, key: str = "id") -> str:
+    """The CSV at `path` (None: a new one) with `row` inserted or replacing the row of the same `key`."""
     rows: list[dict] = []
-    if path.exists():
+    if path is not None and Path(path).exists():
         with open(path, newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if r.get(key) != str(row[key])]
     rows.append({k: ("" if v is None else v) for k, v in row.items()})
@@ -230,7 +212,7 @@ def upsert_csv(path: Path, row: dict, key: str = "id") -> None:
     writer = csv.DictWriter(buf, fieldnames=fields, restval="")
     writer.writeheader()
     writer.writerows(sorted(rows, key=lambda r: str(r[key])))
-    _atomic_bytes(path, buf.getvalue().encode(), overwrite=True)
+    return buf.getvalue()
 
 
 def read_scores(path: Path) -> list[dict]:
@@ -346,5 +328,5 @@ def evaluate_anomaly(predictions, dataset=None, out=None, overwrite: bool = True
     out.mkdir(parents=True, exist_ok=True)
     if metrics["n_normal"] and metrics["n_abnormal"]:
         metrics["plots"] = plot_roc_pr(np.array(scores), np.array(labels), out, overwrite)
-    _atomic_bytes(out / "metrics.json", json.dumps(metrics, indent=1).encode(), overwrite=True)
+    atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
     return metrics

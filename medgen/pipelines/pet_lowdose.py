@@ -277,8 +277,8 @@ class PetLowdose(VolumePipeline):
         labels = case[rk].numpy()[0] if rk and rk in case else None
         return case_metrics(pred, target, self.metric_mask(case), labels, self.config.data.regions)
 
-    def write_outputs(self, case, prediction, out_dir, overwrite=False, suffix=""):
-        entries = super().write_outputs(case, prediction, out_dir, overwrite=overwrite, suffix=suffix)
+    def write_outputs(self, case, prediction, out, suffix=""):
+        entries = super().write_outputs(case, prediction, out, suffix=suffix)
         sim = (self.datalist().metadata.get("simulated") or {}).get("low_dose")
         for e in entries:
             e["low_dose_simulated"] = bool(sim)

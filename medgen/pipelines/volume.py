@@ -90,6 +90,11 @@ def _check_phantom_matches(folder: Path, kind: str, seed: int, requested: dict) 
                           "data.phantom_dir to another folder (or delete this one) to write the phantom asked for")
 
 
+def _case_error(exc: Exception) -> str:
+    """A case's failure as one line: medgen's own message, or the exception type and text."""
+    return str(exc) if isinstance(exc, MedgenError) else f"{type(exc).__name__}: {exc}"
+
+
 class VolumePipeline(Pipeline):
     phantom_kind: ClassVar[str] = "head"
     output_name: ClassVar[str] = "output"  # the name of the main prediction in outputs and manifests
@@ -192,14 +197,15 @@ class VolumePipeline(Pipeline):
                 continue
             try:
                 item = load_cases([entry], keys, presets, mask_key=mask_key)[0]
-            except DataError as exc:
-                yield {"id": entry.get("id"), "split": split, "error": str(exc)}
+                case = {"id": item["id"], "norm": item["norm"], "meta": item["meta"], "split": split,
+                        "paths": {k: entry[k] for k in keys}}
+                for k in keys:
+                    case[k] = torch.as_tensor(np.ascontiguousarray(item[k]), dtype=torch.float32)
+                case = self.prepare_case(case)
+            except Exception as exc:  # noqa: BLE001 - any failure of one case is that case's, reported with it
+                yield {"id": entry.get("id"), "split": split, "error": _case_error(exc)}
                 continue
-            case = {"id": item["id"], "norm": item["norm"], "meta": item["meta"], "split": split,
-                    "paths": {k: entry[k] for k in keys}}
-            for k in keys:
-                case[k] = torch.as_tensor(np.ascontiguousarray(item[k]), dtype=torch.float32)
-            yield add_previous_estimates(self.previous, [self.prepare_case(case)], self.output_name)[0]
+            yield add_previous_estimates(self.previous, [case], self.output_name)[0]
 
     def network_keys(self) -> list[str]:
         return self.source_keys() + ([PREVIOUS_KEY] if self.stage > 1 else [])
@@ -291,18 +297,15 @@ class VolumePipeline(Pipeline):
             images["error"] = (pred - case[self.target_key()][0]).abs()
         return images
 
-    def write_outputs(self, case: dict, prediction: dict, out_dir, overwrite: bool = False, suffix: str = "") -> list[dict]:
-        from medgen.data.writer import write_prediction
-
+    def write_outputs(self, case: dict, prediction: dict, out, suffix: str = "") -> list[dict]:
         reference_key = self.source_keys()[0]
         entries = []
         for name, tensor in prediction.items():
             params = self.output_params(case) if name == self.output_name else None
             arr = self.to_source_units(case, tensor, params)
             label = name + (f"_{suffix}" if suffix else "")
-            path = Path(out_dir) / f"{case['id']}_{label}.nii.gz"
-            write_prediction(arr, case["paths"][reference_key], path, dtype=self.config.infer.output_dtype,
-                             overwrite=overwrite)
+            path = out.write_image(f"{case['id']}_{label}.nii.gz", arr, case["paths"][reference_key],
+                                   dtype=self.config.infer.output_dtype)
             entries.append({
                 "path": str(path), "output": label,
                 "reference_key": self.target_key() if name == self.output_name else None,

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import torch
 
+from tests.child_env import child_env
+
+
+
 
 def _free_port() -> int:
     # A fixed port fails the test whenever anything else on the machine holds it.
@@ -16,7 +20,7 @@ def _free_port() -> int:
 
 def test_two_gloo_ranks_keep_identical_replicas(tmp_path):
     script = Path(__file__).with_name("dist_train.py")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env = child_env()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            str(script), str(tmp_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
@@ -27,7 +31,7 @@ def test_two_gloo_ranks_keep_identical_replicas(tmp_path):
             assert torch.equal(a[net][name], b[net][name]), (net, name)
     run = tmp_path / "toy_denoise" / "dist"
     assert (run / "checkpoints" / "last.pt").exists()
-    state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert len(state["rng"]) == 2 and state["step"] == 6  # both ranks' RNG states are kept
     # Ranks drew different data: their RNG states differ, yet the weights agree.
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
@@ -48,7 +52,7 @@ def test_batch_inference_split_across_ranks(tmp_path):
     train_config(cls, cfg)
     run = tmp_path / "volume_example" / "r"
     script = Path(__file__).with_name("dist_infer.py")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env = child_env()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            str(script), str(run), str(tmp_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)

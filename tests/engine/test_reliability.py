@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.child_env import child_env
+
 from medgen.cli import main
 from medgen.engine.rundir import check_writable, make_run_dir
 from medgen.errors import RunDirError
@@ -18,17 +20,19 @@ COMMON = ["model.adversarial=true", "model.dropout=0.2", "train.deterministic=tr
           "train.log_every=1", "train.checkpoint_every=3", "train.val_every=100"]
 
 
+
+
 def _cmd(root, name, iterations, *extra):
     return [sys.executable, "-m", "medgen", "train", "toy_denoise", f"train.iterations={iterations}",
             f"output.root={root}", f"output.name={name}", *COMMON, *extra]
 
 
 def _env():
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return child_env()
 
 
 def _weights(run):
-    return torch.load(run / "checkpoints" / "last.pt", weights_only=False)["networks"]
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["networks"]
 
 
 def _wait_for_step(run, step, proc, timeout=120):
@@ -53,7 +57,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     _wait_for_step(run, 20 + int(time.time() * 1000) % 60, proc)  # a "random" step between 20 and 80
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["step"]
+    killed_at = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"]
     assert 0 < killed_at < n
     subprocess.run(_cmd(tmp_path, "killed", n, "--resume"), env=_env(), check=True, capture_output=True, timeout=300)
     a, b = _weights(tmp_path / "toy_denoise" / "straight"), _weights(run)
@@ -70,7 +74,7 @@ def test_sigterm_writes_a_final_checkpoint(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert 7 <= state["step"] < 100000
     assert "stopped by signal" in (run / "log.txt").read_text()
 

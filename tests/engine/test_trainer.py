@@ -145,7 +145,7 @@ def test_schedule_clipping_and_ema(tmp_path):
     grads = [p.grad for p in pipeline.networks["G"].parameters() if p.grad is not None]
     total = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
     assert total <= 0.01 + 1e-6  # clipped before the last step
-    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     ema = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
     raw = state["networks"]["G"]
     assert set(raw) <= set(ema) and any(not torch.equal(ema[k], raw[k]) for k in raw)

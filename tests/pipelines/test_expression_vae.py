@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from medgen.engine.outputs import OutputFolder
 from medgen.data.phantoms import write_phantom_dataset
 from medgen.engine.api import build_config, infer, load_trained, train_config
 from medgen.errors import ConfigError, DataError, MedgenError
@@ -44,8 +45,8 @@ def test_train_resume_infer_evaluate(phantom, tmp_path):
     summary = _train(phantom, tmp_path, "r", *common, "train.epochs=4", resume=True)
     straight = _train(phantom, tmp_path, "s", *common, "train.epochs=4")
     assert summary["steps"] == straight["steps"] == 4 * 5  # 240 training samples / batch 50 -> 5 steps per epoch
-    a = torch.load(tmp_path / "expression_vae/r/checkpoints/last.pt", weights_only=False)["networks"]["VAE"]
-    b = torch.load(tmp_path / "expression_vae/s/checkpoints/last.pt", weights_only=False)["networks"]["VAE"]
+    a = torch.load(tmp_path / "expression_vae/r/checkpoints/last.pt", weights_only=True)["networks"]["VAE"]
+    b = torch.load(tmp_path / "expression_vae/s/checkpoints/last.pt", weights_only=True)["networks"]["VAE"]
     for k in a:
         torch.testing.assert_close(a[k], b[k])  # resume continues exactly
     run = tmp_path / "expression_vae" / "r"
@@ -67,8 +68,8 @@ def test_train_resume_infer_evaluate(phantom, tmp_path):
     assert infer(run)["skipped"] == 1  # reruns do only what is missing
     _, _, stages, _ = load_trained(run)
     case = stages[0].load_cases("test")[0]
-    with pytest.raises(MedgenError, match="exists"):  # never overwritten without the flag
-        stages[0].write_outputs(case, stages[0].predict_case(case), run / "predictions")
+    with pytest.raises(MedgenError, match="exists"):  # a file medgen did not write there is never overwritten
+        stages[0].write_outputs(case, stages[0].predict_case(case), OutputFolder(run / "predictions"))
     from medgen.cli import main  # `medgen evaluate` dispatches to the pipeline's own scoring
 
     assert main(["evaluate", str(run / "predictions"), str(phantom), "--out", str(run / "eval_cli")]) == 0

@@ -81,8 +81,8 @@ def test_resume_is_exact(head, tmp_path):
     train_config(cls, cfg)
     cls, cfg = _config(head, tmp_path / "b", "train.iterations=8", *common)
     train_config(cls, cfg, resume=True)
-    a = torch.load(tmp_path / "a/mr_synthesis/r/checkpoints/last.pt", weights_only=False)["networks"]["G"]
-    b = torch.load(tmp_path / "b/mr_synthesis/r/checkpoints/last.pt", weights_only=False)["networks"]["G"]
+    a = torch.load(tmp_path / "a/mr_synthesis/r/checkpoints/last.pt", weights_only=True)["networks"]["G"]
+    b = torch.load(tmp_path / "b/mr_synthesis/r/checkpoints/last.pt", weights_only=True)["networks"]["G"]
     for k in a:
         torch.testing.assert_close(a[k], b[k])
 

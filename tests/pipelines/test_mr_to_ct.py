@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from medgen.engine.outputs import OutputFolder
 from medgen.data.phantoms import write_phantom_dataset
 from medgen.engine.api import build_config, evaluate, infer, load_trained, train_config
 from medgen.engine.cascade import cascade_predict
@@ -49,7 +50,7 @@ def test_train_resume_infer_evaluate(trained, head):
     run, summary = trained
     assert summary["stage"] == 2 and summary["steps"] == 100
     for k in (1, 2):  # each auto-context stage trained in sequence and resumed to step 100
-        ckpt = torch.load(run / f"stage{k}" / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+        ckpt = torch.load(run / f"stage{k}" / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
         assert ckpt["step"] == 100
     result = infer(run)
     assert result["written"] >= 1 and result["failed"] == 0
@@ -92,7 +93,7 @@ def test_int16_outputs_in_hu(trained, tmp_path):
     stages[-1].config.infer.output_dtype = "int16"
     case = stages[-1].load_cases("test")[0]
     pred = cascade_predict(stages, case)[-1]
-    entry = stages[-1].write_outputs(case, pred, tmp_path)[0]
+    entry = stages[-1].write_outputs(case, pred, OutputFolder(tmp_path))[0]
     img = nib.load(entry["path"])
     assert img.get_data_dtype() == np.int16
     expected = stages[-1].to_source_units(case, pred["output"], stages[-1].ct_params())[0]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from medgen.engine.outputs import OutputFolder
 from medgen.errors import ConfigError, DataError, MedgenError
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "oct_anogan_smoke.yaml"
@@ -26,7 +27,7 @@ def _cfg(tmp_path, *overrides, name="run"):
 
 
 def _weights(run_dir):
-    state = torch.load(Path(run_dir) / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    state = torch.load(Path(run_dir) / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     return state["networks"]
 
 
@@ -75,13 +76,14 @@ def test_end_to_end_resume_infer_evaluate(tmp_path):
     assert (out.parent / "eval" / "roc.png").exists() and (out.parent / "eval" / "pr.png").exists()
     from medgen.cli import main  # `medgen evaluate` dispatches to the pipeline's own scoring
 
-    assert main(["evaluate", str(out), str(dataset)]) == 0
+    assert main(["evaluate", str(out), str(dataset)]) == 2  # eval/ exists: never replaced without the flag
+    assert main(["evaluate", str(out), str(dataset), "--overwrite"]) == 0
     # written outputs are never overwritten silently
     _, _, stages, _ = __import__("medgen.engine.api", fromlist=["load_trained"]).load_trained(run, device="cpu")
     p = stages[0]
     case = p.load_cases("test")[0]
-    with pytest.raises(MedgenError, match="refusing to overwrite"):
-        p.write_outputs(case, p.predict_case(case), out)
+    with pytest.raises(MedgenError, match="refusing to replace"):  # not in this folder's manifest
+        p.write_outputs(case, p.predict_case(case), OutputFolder(out))
 
 
 def test_nifti_channel_first_geometry(tmp_path):
@@ -104,7 +106,7 @@ def test_nifti_channel_first_geometry(tmp_path):
     case = p.load_cases("test")[0]
     assert tuple(case["image"].shape) == (1, 64, 48)
     pred = p.predict_case(case)
-    p.write_outputs(case, pred, tmp_path / "out")
+    p.write_outputs(case, pred, OutputFolder(tmp_path / "out"))
     out = nib.load(str(tmp_path / "out" / "s3_anomaly_map.nii.gz"))
     assert out.shape == (1, 64, 48)
     assert np.allclose(out.affine, affine)
@@ -233,8 +235,8 @@ def test_fanogan_encoder_phase_freezes_gan(tmp_path):
                     "train.checkpoint_every=1")
     summary = train_config(cls, cfg)
     ckpt = Path(summary["run_dir"]) / "checkpoints"
-    step1 = torch.load(ckpt / "last.prev.pt", map_location="cpu", weights_only=False)  # after step 3
-    step4 = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=False)
+    step1 = torch.load(ckpt / "last.prev.pt", map_location="cpu", weights_only=True)  # after step 3
+    step4 = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=True)
     assert step1["step"] == 3 and step4["step"] == 4
     for net in ("G", "D"):  # steps 2-4 are encoder steps: G and D do not move (BN buffers included)
         for k, v in step1["networks"][net].items():
