@@ -288,6 +288,34 @@ def load_array(path: str | os.PathLike, **kwargs) -> tuple[np.ndarray, np.ndarra
     return np.asarray(img.numpy()), np.asarray(img.meta["original_affine"], dtype=np.float64)
 
 
+def bscan_layout(shape) -> tuple[tuple[int, ...], int | None]:
+    """How `load_bscan` reads an array of `shape`: (shape with singleton axes beyond the first two
+    dropped, the channel axis in it or None). ValueError when it is not a B-scan layout.
+
+    (H, W); (H, W, C) channel-last and (C, H, W) channel-first with C in {1, 3, 4}, the channel axis
+    being the short one; extra singleton axes (e.g. NIfTI's (H, W, 1, 3)) are dropped.
+    """
+    s = tuple(int(x) for x in shape)
+    if len(s) > 2 and 1 in s[2:]:
+        s = tuple(x for x in s if x != 1)
+    if len(s) == 3:
+        first, last = s[0], s[-1]
+        if last in (1, 3, 4) and first not in (1, 3, 4):
+            return s, 2
+        if first in (1, 3, 4) and last not in (1, 3, 4):
+            return s, 0
+        raise ValueError(f"cannot tell the channel axis of shape {s}")
+    if len(s) != 2:
+        raise ValueError(f"expected a 2D B-scan, got shape {s}")
+    return s, None
+
+
+def bscan_shape(shape) -> tuple[int, int]:
+    """(H, W) of a B-scan stored with `shape` (see `bscan_layout`)."""
+    s, axis = bscan_layout(shape)
+    return tuple(x for i, x in enumerate(s) if i != axis)  # type: ignore[return-value]
+
+
 def load_bscan(path: str | os.PathLike, channel_tol: float = 0.02) -> np.ndarray:
     """One OCT B-scan as an (H, W) float32 array, values as stored.
 
@@ -318,15 +346,13 @@ def load_bscan(path: str | os.PathLike, channel_tol: float = 0.02) -> np.ndarray
     else:
         raise DataError(path, f"unsupported image type {suffix!r} for an OCT B-scan")
 
-    arr = np.squeeze(arr) if arr.ndim > 2 and 1 in arr.shape[2:] else arr
-    if arr.ndim == 3:
-        first, last = arr.shape[0], arr.shape[-1]
-        if last in (1, 3, 4) and first not in (1, 3, 4):
-            channels = np.moveaxis(arr, -1, 0)
-        elif first in (1, 3, 4) and last not in (1, 3, 4):
-            channels = arr
-        else:
-            raise DataError(path, f"cannot tell the channel axis of shape {arr.shape}")
+    try:
+        shape, channel_axis = bscan_layout(arr.shape)
+    except ValueError as err:
+        raise DataError(path, str(err)) from None
+    arr = arr.reshape(shape)
+    if channel_axis is not None:
+        channels = np.moveaxis(arr, channel_axis, 0)
         if channels.shape[0] == 4:  # RGBA: drop alpha
             channels = channels[:3]
         grey = channels.mean(axis=0)
@@ -336,8 +362,6 @@ def load_bscan(path: str | os.PathLike, channel_tol: float = 0.02) -> np.ndarray
             raise DataError(path, f"channels differ materially (mean difference {spread:.3f} of the range): "
                                   "this looks like a colour image, not a grey B-scan")
         arr = grey
-    if arr.ndim != 2:
-        raise DataError(path, f"expected a 2D B-scan, got shape {arr.shape}")
     if 0 in arr.shape:
         raise DataError(path, f"image has a zero-size axis, shape {arr.shape}")
     if not np.isfinite(arr).all():
