@@ -225,17 +225,26 @@ def _resolve(value: str, root: Path) -> Path:
     """The file a json path names; ValueError for a path the OS cannot even look up (NUL, too long)."""
     from medgen.data.datalist import resolve_path
 
+    if "\x00" in value:
+        raise ValueError(f"invalid path {value[:80]!r} (it contains a NUL character)")
     path = resolve_path(value, root)
     try:
         path.exists()
     except (OSError, ValueError) as err:
-        raise ValueError(f"invalid path {value[:80]!r} ({type(err).__name__}: {err})") from None
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)[:200]
+        raise ValueError(f"invalid path {value[:80]!r}{'...' if len(value) > 80 else ''} ({why})") from None
     return path
 
 
 def _json_settings(report: CheckReport, data: dict, json_path: Path, expect_dims: int | None):
     """-> (declared kinds, label_values, expect_dims), each malformed field reported and ignored."""
-    declared = {str(k): str(v) for k, v in data.get("keys", {}).items()}
+    declared = {}
+    for k, v in data.get("keys", {}).items():
+        if isinstance(v, str):
+            declared[str(k)] = v
+        else:  # ignored: the key gets a kind from its name
+            report.add("-", k, json_path, f"the kind of key '{k}' in 'keys' must be a word such as image, label, "
+                                          f"tabular or value; got {v!r:.80}")
     label_values: dict[str, list[float]] = {}
     raw = data.get("label_values")
     if raw is not None:
