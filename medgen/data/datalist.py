@@ -23,7 +23,7 @@ from medgen.errors import ConfigError, DataError
 SPLITS = ("training", "validation", "test")
 FILE_KINDS = ("image", "label", "tabular")
 _PATH_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".png", ".tif", ".tiff", ".jpg", ".jpeg",
-                  ".parquet", ".csv", ".tsv", ".npy", ".npz", ".json")
+                  ".dcm", ".ima", ".parquet", ".csv", ".tsv", ".npy", ".npz", ".json")
 _LABEL_WORDS = ("mask", "lesion", "label", "tissue", "seg")
 
 
@@ -147,7 +147,7 @@ def read_dataset_json(dataset_dir_or_json: str | os.PathLike) -> tuple[dict, Pat
         if not p.exists():
             raise DataError(p, "dataset folder or json file does not exist")
         raise DataError(json_path, "no dataset.json in the dataset folder (build one with "
-                                   "medgen.data.datalist.datalist_from_folder or see docs/datasets.md)")
+                                   "`medgen make-dataset SRC OUT`, see docs/datasets.md)")
     try:
         data = json.loads(json_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

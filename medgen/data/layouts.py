@@ -198,7 +198,7 @@ def _channel_keys(names: dict):
     counts = {}
     for k in mapped.values():
         counts[k] = counts.get(k, 0) + 1
-    mapped = {i: (k if counts[k] == 1 else f"{k}{i}") for i, k in mapped.items()}
+    mapped = {i: (k if counts[k] == 1 else f"{k}_{i}") for i, k in mapped.items()}
 
     def key(ch: str | None) -> str:
         if ch is None:
