@@ -280,7 +280,7 @@ def check_dataset(dataset_dir: str | os.PathLike, keys: Iterable[str] | str | No
     expect_dims (2 or 3) defaults to the json's "spatial_dims"; without either, a case holding a 2D
     file is read as 2D B-scans when all its files have a B-scan layout.
     """
-    from medgen.data.datalist import _is_path_value, guess_kind, normalise_cases, read_dataset_json
+    from medgen.data.datalist import _is_path_value, normalise_cases, read_dataset_json
 
     report = CheckReport(str(dataset_dir))
     try:
@@ -320,8 +320,8 @@ def check_dataset(dataset_dir: str | os.PathLike, keys: Iterable[str] | str | No
             else:
                 check_keys = [k for k, v in case.items() if _is_path_value(k, v, declared)]
             seen_keys.update(dict.fromkeys(check_keys))
-            _check_case(report, split, case, check_keys, declared, guess_kind, root, json_path, normal,
-                        label_values, expect_dims, pairs, affine_tol)
+            _check_case(report, split, case, check_keys, declared, root, json_path, normal, label_values,
+                        expect_dims, pairs, affine_tol)
     report.keys = list(seen_keys)
     for name, rel in (tables or {}).items():  # tabular datasets list their files under "tables"
         _check_table_entry(report, str(name), rel, root)
@@ -335,9 +335,10 @@ def _is_normal(label: Any) -> bool:
         return False
 
 
-def _check_case(report, split, case, check_keys, declared, guess_kind, root, json_path, normal, label_values,
-                expect_dims, pairs, affine_tol) -> None:
+def _check_case(report, split, case, check_keys, declared, root, json_path, normal, label_values, expect_dims,
+                pairs, affine_tol) -> None:
     """Every file of one case, then the pair checks on the case's grid (2D or 3D)."""
+    from medgen.data.datalist import guess_kind
     from medgen.data.io import load_header
 
     cid = case["id"]

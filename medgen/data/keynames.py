@@ -38,7 +38,7 @@ def _squash(name: str) -> str:
 def sanitize_key(name: str) -> str:
     """A usable key from any name: lower case, runs of other characters -> '_' ('T1 POST' -> 't1_post')."""
     key = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-    return key if key and not key[0].isdigit() else f"k_{key}"
+    return key if key and not key[0].isdigit() and key != "id" else f"k_{key}"  # 'id' names the case
 
 
 def key_for_name(name: str) -> str | None:

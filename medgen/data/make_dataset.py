@@ -118,7 +118,7 @@ def make_dataset(
     for cid in subjects:
         if group:
             subjects[cid] = _group_of(cid, group)
-    strata, strat_desc = _strata(scan, cases, values, stratify, table, src, layout)
+    strata, strat_desc = _strata(scan, cases, subjects, values, stratify, table, src)
     parts = _split(cases, subjects, strata, scan, fractions, seed, fixed)
     _echo_split(parts, subjects, strata, fractions, seed, strat_desc, fixed, echo, scan.metadata.get("labels", {}))
     _refuse_or_warn_empty(parts, fractions, len(set(subjects[c] for c in cases)), allow_empty_splits, echo)
@@ -197,7 +197,9 @@ def _apply_renames(scan: Scan, rename: dict[str, str]) -> None:
 def _select_keys(scan: Scan, keys: Sequence[str] | None) -> None:
     if not keys:
         return
-    wanted = [k.strip() for item in keys for k in str(item).split(",") if k.strip()]
+    from medgen.data.check import parse_keys
+
+    wanted = parse_keys(keys) or []
     present = {f.key for f in scan.found}
     absent = [k for k in wanted if k not in present]
     if absent:
@@ -319,7 +321,7 @@ def _group_of(case: str, regex: str) -> str:
     return m.group(1) if m.groups() and m.group(1) else m.group(0)
 
 
-def _strata(scan: Scan, cases, values, stratify, table, src: Path, layout: str):
+def _strata(scan: Scan, cases, subjects, values, stratify, table, src: Path):
     """-> (case -> label, description) for a stratified split, or ({}, "")."""
     if not stratify:
         if scan.strata:
@@ -334,7 +336,7 @@ def _strata(scan: Scan, cases, values, stratify, table, src: Path, layout: str):
     column = _read_column(table_path, stratify)
     strata, absent = {}, []
     for cid in cases:
-        value = _lookup(column, cid, scan, cases)
+        value = _lookup(column, cid, subjects.get(cid, cid))
         if value is None:
             absent.append(cid)
         else:
@@ -359,8 +361,7 @@ def _read_column(path: Path, column: str) -> dict[str, str]:
     return {str(i).strip(): str(v).strip() for i, v in zip(df[id_col], df[column]) if str(v).strip() not in ("", "n/a")}
 
 
-def _lookup(column: dict[str, str], cid: str, scan: Scan, cases) -> str | None:
-    subject = next((f.subject for f in scan.found if f.case == cid and f.subject), cid)
+def _lookup(column: dict[str, str], cid: str, subject: str) -> str | None:
     for name in (cid, subject, f"sub-{subject}", subject.removeprefix("sub-")):
         if name in column:
             return column[name]
