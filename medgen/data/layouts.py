@@ -11,7 +11,7 @@ over, and what it knows about keys (kinds, optional keys, label values). `make_d
 | subjects | <subject>/[<session>/]T1.nii.gz, FLAIR.nii.gz, lesion_mask.nii.gz | subject[_session] / subject |
 | flat | any tree, keys by file-name patterns (`--key t1='*_t1.nii.gz'`) | what '*' matched |
 | dicom | <subject>/[<session>/]<series folder>/*.dcm | subject[_session] / subject |
-| oct | normal/, abnormal/ B-scans (+ masks/ or abnormal_masks/) | file name |
+| oct | normal/ and / or abnormal/ B-scans (+ masks/ or abnormal_masks/) | file name |
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def detect_layout(root: Path, patterns: dict | None = None) -> str:
     children = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
     if "imagestr" in children:
         return "nnunet"
-    if "normal" in children and "abnormal" in children:
+    if "normal" in children or "abnormal" in children:
         return "oct"
     if any(name.startswith("sub-") for name in children):
         return "bids"
@@ -396,6 +396,8 @@ def scan_oct(root: Path, patterns: dict | None = None) -> Scan:
                           "the keys")
     scan = Scan("oct", spatial_dims=2)
     dirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    if "normal" not in dirs and "abnormal" not in dirs:
+        raise DataError(root, "the OCT layout needs a normal/ and / or an abnormal/ folder of B-scans")
     masks: dict[str, Path] = {}
     for name in _MASK_DIRS:
         if name in dirs:
@@ -406,11 +408,11 @@ def scan_oct(root: Path, patterns: dict | None = None) -> Scan:
                     masks.setdefault(stem[: -len("_mask")], f)
     stems: dict[str, list[str]] = {}
     for folder in ("normal", "abnormal"):
-        for f in image_files(dirs[folder]):
+        for f in image_files(dirs[folder]) if folder in dirs else []:
             stems.setdefault(strip_image_suffix(f.name), []).append(folder)
     used_masks = set()
     for folder, label in (("normal", 0), ("abnormal", 1)):
-        for f in image_files(dirs[folder]):
+        for f in image_files(dirs[folder]) if folder in dirs else []:
             stem = strip_image_suffix(f.name)
             case = stem if len(stems[stem]) == 1 else f"{folder}_{stem}"
             scan.found.append(Found(case, "image", f, f"{folder}/", values={"label": label}))

@@ -144,7 +144,12 @@ def make_dataset(
 
     dl = Datalist(root=out.resolve(), keys=declared, metadata=metadata,
                   **{s: [entry(c) for c in parts[s]] for s in SPLITS})
-    written = save_datalist(dl, json_path, overwrite=overwrite)
+    if out.exists() and not out.is_dir():
+        raise DataError(out, "is a file; OUT must be a folder (it is created when missing)")
+    try:
+        written = save_datalist(dl, json_path, overwrite=overwrite)
+    except OSError as err:
+        raise DataError(json_path, f"cannot write it ({err.strerror or err})") from err
     below = [_below(p, out) for c in cases.values() for p in c.values()]
     paths = ("relative to OUT" if all(below) else "absolute (the images lie outside OUT)" if not any(below)
              else "relative to OUT where the images lie below it, else absolute")
@@ -414,9 +419,10 @@ def _refuse_or_warn_empty(parts, fractions, n_subjects: int, allow: bool, echo) 
     empty = [s for s in SPLITS if not parts[s]]
     if not empty:
         return
-    reasons = [f"{s} (--split gives it 0)" if fractions[SPLITS.index(s)] == 0 else
-               f"{s} ({n_subjects} subject(s) cannot fill all three splits)" for s in empty]
-    text = f"the {' and '.join(reasons)} split{'s are' if len(empty) > 1 else ' is'} empty"
+    zero = [s for s in empty if fractions[SPLITS.index(s)] == 0]
+    why = ([f"--split gives {' and '.join(zero)} 0"] if zero else []) + (
+        [f"{n_subjects} subject(s) cannot fill every split"] if len(zero) < len(empty) else [])
+    text = f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty ({'; '.join(why)})"
     if not allow:
         raise DataError(None, f"{text}. Training needs cases, validation picks the best checkpoint, test is what "
                               "you evaluate: add subjects or change --split, or pass --allow-empty-splits to write "

@@ -248,12 +248,33 @@ def test_three_subjects_fill_three_splits_and_two_are_refused(tmp_path, capsys):
     two = _three_subjects(tmp_path / "two", 2)
     assert main(["make-dataset", str(two), str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
-    assert "test (2 subject(s) cannot fill all three splits) split is empty" in err and "--allow-empty-splits" in err
+    assert "the test split is empty (2 subject(s) cannot fill every split)" in err and "--allow-empty-splits" in err
     assert not (tmp_path / "b" / "dataset.json").exists()
     rc = main(["make-dataset", str(two), str(tmp_path / "b"), "--allow-empty-splits"])
     captured = capsys.readouterr()
     assert rc == 0 and "WARNING: the test" in captured.err and "nothing to evaluate" in captured.out
     assert _json(tmp_path / "b")["test"] == []
+
+
+def test_wrong_layout_bad_options_and_out_are_one_line_errors(tmp_path, capsys):
+    src = _three_subjects(tmp_path / "src")
+    (tmp_path / "file").write_text("")
+    for argv, expected in [
+        (["--layout", "oct"], "the OCT layout needs a normal/ and / or an abnormal/ folder"),
+        (["--layout", "nnunet"], "nnU-Net layout without images"),
+        (["--split", "0.8,0.2"], "split must be three non-negative numbers"),
+        (["--key", "t1"], "--key must be NAME=VALUE"),
+        (["--key", "id=*_t1.nii.gz"], "'id' is not a usable key name"),
+        (["--rename", "flair=t3"], "--rename names key(s) flair that the layout did not produce"),
+        (["--keys", "flair"], "--keys asks for flair, but no image matched it"),
+        (["--stratify", "group"], "no table to read it from"),
+        (["--group", "("], "is not a regular expression"),
+    ]:
+        assert main(["make-dataset", str(src), str(tmp_path / "out"), *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err, (argv, err)
+    assert main(["make-dataset", str(src), str(tmp_path / "file")]) == 2
+    assert "OUT must be a folder" in capsys.readouterr().err
 
 
 def test_missing_keys_and_doubles_are_named(tmp_path, capsys):
