@@ -58,18 +58,28 @@ class Scan:
     notes: list[str] = field(default_factory=list)
 
 
-def is_image_name(name: str) -> bool:
+_DICOM_NAMES = (".dcm", ".ima")
+
+
+def is_image_name(name: str, dicom: bool = True) -> bool:
     low = name.lower()
-    return image_suffix(low) in IMAGE_SUFFIXES or low.endswith((".dcm", ".ima"))
+    return image_suffix(low) in IMAGE_SUFFIXES or (dicom and low.endswith(_DICOM_NAMES))
 
 
-def image_files(root: Path) -> list[Path]:
-    """Image files under root (recursively), hidden files and code / sourcedata folders skipped."""
+def image_files(root: Path, dicom: bool = False) -> list[Path]:
+    """Image files under root (recursively; .dcm files only with `dicom`: elsewhere a DICOM file is a
+    slice of a series, read by the dicom layout), hidden files and code / sourcedata folders skipped."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS)
-        out += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".") and is_image_name(f)]
+        out += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".") and is_image_name(f, dicom)]
     return out
+
+
+def _dicom_leftovers(scan: Scan, root: Path) -> None:
+    n = sum(1 for f in image_files(root, dicom=True) if f.name.lower().endswith(_DICOM_NAMES))
+    if n:
+        scan.leftovers.append((f"{n} DICOM file(s)", "DICOM series are read with --layout dicom"))
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -112,7 +122,7 @@ def detect_layout(root: Path, patterns: dict | None = None) -> str:
         return "oct"
     if any(name.startswith("sub-") for name in children):
         return "bids"
-    non_dicom = [f for f in image_files(root) if not f.name.lower().endswith((".dcm", ".ima"))]
+    non_dicom = image_files(root)
     if not non_dicom and _has_dicom(root):
         return "dicom"
     if patterns:
@@ -257,6 +267,7 @@ def scan_bids(root: Path, patterns: dict | None = None) -> Scan:
         ses = entities.get("ses")
         case = f"sub-{sub}" + (f"_ses-{ses}" if ses else "")
         scan.found.append(Found(case, key, f, rule, subject=f"sub-{sub}"))
+    _dicom_leftovers(scan, root)
     return scan
 
 
@@ -291,6 +302,7 @@ def scan_subjects(root: Path, patterns: dict | None = None) -> Scan:
         else:
             key, rule = key_for_name(stem) or sanitize_key(stem), f.name
         scan.found.append(Found(case, key, f, rule, subject=subject))
+    _dicom_leftovers(scan, root)
     return scan
 
 
@@ -313,6 +325,7 @@ def scan_flat(root: Path, patterns: dict | None = None) -> Scan:
         for f in files:
             if f not in used:
                 scan.leftovers.append((_rel(f, root), "matches no --key pattern"))
+        _dicom_leftovers(scan, root)
         return scan
     for f in files:
         stem = strip_image_suffix(f.name)
@@ -401,18 +414,18 @@ def scan_oct(root: Path, patterns: dict | None = None) -> Scan:
     masks: dict[str, Path] = {}
     for name in _MASK_DIRS:
         if name in dirs:
-            for f in image_files(dirs[name]):
+            for f in image_files(dirs[name], dicom=True):
                 stem = strip_image_suffix(f.name)
                 masks.setdefault(stem, f)
                 if stem.endswith("_mask"):
                     masks.setdefault(stem[: -len("_mask")], f)
     stems: dict[str, list[str]] = {}
     for folder in ("normal", "abnormal"):
-        for f in image_files(dirs[folder]) if folder in dirs else []:
+        for f in image_files(dirs[folder], dicom=True) if folder in dirs else []:
             stems.setdefault(strip_image_suffix(f.name), []).append(folder)
     used_masks = set()
     for folder, label in (("normal", 0), ("abnormal", 1)):
-        for f in image_files(dirs[folder]) if folder in dirs else []:
+        for f in image_files(dirs[folder], dicom=True) if folder in dirs else []:
             stem = strip_image_suffix(f.name)
             case = stem if len(stems[stem]) == 1 else f"{folder}_{stem}"
             scan.found.append(Found(case, "image", f, f"{folder}/", values={"label": label}))
@@ -427,7 +440,7 @@ def scan_oct(root: Path, patterns: dict | None = None) -> Scan:
     for name, folder in sorted(dirs.items()):
         if name in ("normal", "abnormal"):
             continue
-        for f in image_files(folder):
+        for f in image_files(folder, dicom=True):
             if f not in used_masks:
                 why = "mask without a B-scan of the same name" if name in _MASK_DIRS else "not in normal/ or abnormal/"
                 scan.leftovers.append((_rel(f, root), why))

@@ -63,9 +63,11 @@ def test_subject_folders(tmp_path, capsys):
         _nii(src / f"patient{s:02d}" / "FLAIR.nii.gz", t2)
         _nii(src / f"patient{s:02d}" / "lesion_mask.nii.gz", lesion)
     (src / "notes.txt").write_text("not an image")
+    write_series(src / "patient00" / "scanner_export", np.ones((4, 4, 3)), np.eye(4))  # slices are not keys
     rc, out = _make(capsys, src, src)
     assert rc == 0, out
     assert "layout: subjects (detected)" in out and "lesion  label     5  lesion_mask.nii.gz" in out
+    assert "3 DICOM file(s)  (DICOM series are read with --layout dicom)" in out
     data = _json(src)
     assert data["keys"] == {"t1": "image", "flair": "image", "lesion": "label"} and data["spatial_dims"] == 3
     assert [len(data[s]) for s in ("training", "validation", "test")] == [3, 1, 1]
