@@ -34,16 +34,71 @@ def _cmd_list(args) -> int:
 
 
 def _add_check_data(sub):
-    p = sub.add_parser("check-data", help="check a dataset folder (dataset.json) and print a per-file report")
-    p.add_argument("dataset", help="folder holding dataset.json, or the json file")
-    p.add_argument("--keys", nargs="*", default=None, help="only these keys (default: all)")
+    p = sub.add_parser("check-data", help="check dataset folders (dataset.json): a per-file report, or --summary")
+    p.add_argument("dataset", nargs="+", help="folder(s) holding dataset.json, or the json file(s)")
+    p.add_argument("--keys", nargs="+", default=None, metavar="KEY",
+                   help="only these keys, as --keys t1 t2 mask or --keys t1,t2,mask (default: every file key)")
+    p.add_argument("--summary", action="store_true",
+                   help="one line per dataset (cases per split, files, keys) and its problems, no per-file table")
+    p.add_argument("--dims", type=int, choices=(2, 3), default=None,
+                   help="expected spatial dimensions (default: the json's spatial_dims)")
     p.set_defaults(func=_cmd_check_data)
 
 
 def _cmd_check_data(args) -> int:
     from medgen.data.check import main as check_main
 
-    return check_main(args.dataset, keys=args.keys)
+    return check_main(args.dataset, keys=args.keys, summary=args.summary, expect_dims=args.dims)
+
+
+def _add_make_dataset(sub):
+    p = sub.add_parser(
+        "make-dataset", help="build OUT/dataset.json from a folder (nnU-Net, BIDS, subject folders, patterns, DICOM, OCT)",
+        description="Build OUT/dataset.json from the images in SRC, print what matched, what was left over and "
+                    "the split, then run check-data on it. See docs/datasets.md.")
+    p.add_argument("src", help="the folder holding the images")
+    p.add_argument("out", help="the dataset folder to write dataset.json into (may be SRC)")
+    p.add_argument("--layout", default="auto", choices=("auto", "nnunet", "bids", "subjects", "flat", "dicom", "oct"),
+                   help="folder layout (default: detected)")
+    p.add_argument("--key", action="append", default=[], metavar="NAME=PATTERN",
+                   help="a key and the glob its files (flat, subjects, BIDS: file name; DICOM: series description "
+                        "or folder) match, e.g. --key t1='*_t1.nii.gz'; repeat per key (and per extra pattern)")
+    p.add_argument("--keys", nargs="+", default=None, metavar="KEY",
+                   help="use only these keys (the others are reported as left over)")
+    p.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
+                   help="rename a key the layout produced, e.g. --rename ch0=t1")
+    p.add_argument("--split", default="0.8,0.1,0.1", help="training,validation,test fractions (default 0.8,0.1,0.1)")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--group", default=None, metavar="REGEX",
+                   help="subject of a case for the split: the regex's first group (or match) in the case id "
+                        "(default: from the layout)")
+    p.add_argument("--stratify", default=None, metavar="COLUMN",
+                   help="stratify the split by this column of --table (also written into each case)")
+    p.add_argument("--table", default=None, metavar="FILE",
+                   help="CSV / TSV with one row per subject (default: SRC/participants.tsv)")
+    p.add_argument("--missing", default="error", choices=("error", "skip", "keep"),
+                   help="a case lacking a key: error (default), skip the case, keep it without the key")
+    p.add_argument("--allow-empty-splits", action="store_true",
+                   help="write the dataset even when the validation or test split is empty (warned)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/dataset.json")
+    p.add_argument("--name", default=None, help="dataset name (default: SRC's folder name)")
+    p.add_argument("--no-check", action="store_true", help="skip check-data on the result")
+    p.set_defaults(func=_cmd_make_dataset)
+
+
+def _cmd_make_dataset(args) -> int:
+    from medgen.data.make_dataset import make_dataset, parse_assignments
+
+    patterns: dict[str, list[str]] = {}
+    for key, pattern in parse_assignments(args.key, "--key"):
+        patterns.setdefault(key, []).append(pattern)
+    result = make_dataset(
+        args.src, args.out, layout=args.layout, patterns=patterns, keys=args.keys,
+        rename=dict(parse_assignments(args.rename, "--rename")), split=args.split, seed=args.seed,
+        group=args.group, stratify=args.stratify, table=args.table, missing=args.missing,
+        allow_empty_splits=args.allow_empty_splits, overwrite=args.overwrite, name=args.name, check=not args.no_check)
+    report = result["check"]
+    return 0 if report is None or report.ok else 1
 
 
 def _add_demo(sub):
@@ -185,7 +240,7 @@ def _cmd_bench(args) -> int:
     return 0
 
 
-SUBCOMMANDS = [_add_list, _add_check_data, _add_demo, _add_train, _add_infer, _add_evaluate, _add_export, _add_bench]
+SUBCOMMANDS = [_add_list, _add_make_dataset, _add_check_data, _add_demo, _add_train, _add_infer, _add_evaluate, _add_export, _add_bench]
 
 
 def parse_with_overrides(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:

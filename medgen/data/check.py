@@ -4,7 +4,13 @@ Per case and key: the file exists and loads (header and voxels), shape, spacing,
 dtype, intensity range (min, max, p1, p99) and NaN/Inf count; images within a case share shape and
 affine; label maps are integer-valued and non-empty, and masks (mask, brain_mask, lesion, *_mask)
 are binary; tabular keys load as numeric matrices without NaN. Unlike `load_datalist`, which stops at
-the first error, this collects all problems so a user fixes a dataset in one pass.
+the first error, this collects all problems so a user fixes a dataset in one pass, and whatever the
+input (a json list, wrong types, unreadable or odd-shaped files) it reports problems rather than raising.
+
+Dimensions: a 3D dataset holds one 3D volume per key, so a 4D file (time frames or channels) is a
+problem. A 2D dataset (OCT B-scans: `"spatial_dims": 2`, or a case holding a 2D file) is read the way
+the oct_anogan pipeline reads it, with `medgen.data.io.load_bscan`: (H, W), (H, W, C) channel-last and
+(C, H, W) channel-first with C in 1 / 3 / 4 are all fine, and a case's files are compared by (H, W).
 """
 
 from __future__ import annotations
@@ -19,11 +25,21 @@ import numpy as np
 from medgen.errors import DataError
 
 _BINARY_NAMES = ("mask", "brain_mask", "head_mask", "lesion", "lesion_mask")
+SPLITS = ("training", "validation", "test")
 
 
 def is_binary_mask_key(key: str) -> bool:
     k = key.lower()
     return k in _BINARY_NAMES or k.endswith("_mask")
+
+
+def parse_keys(keys: Iterable[str] | str | None) -> list[str] | None:
+    """'t1,t2' / ['t1', 't2'] / ['t1,t2', 'mask'] -> ['t1', 't2', ...]; None or nothing -> None (all keys)."""
+    if keys is None:
+        return None
+    items = [keys] if isinstance(keys, str) else list(keys)
+    out = [k.strip() for item in items for k in str(item).split(",") if k.strip()]
+    return out or None
 
 
 @dataclass
@@ -33,6 +49,8 @@ class CheckReport:
     dataset: str
     rows: list[dict[str, Any]] = field(default_factory=list)
     problems: list[tuple[str, str, str, str]] = field(default_factory=list)
+    split_counts: dict[str, int] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -40,6 +58,11 @@ class CheckReport:
 
     def add(self, case: str, key: str, path: Any, message: str) -> None:
         self.problems.append((str(case), str(key), str(path), message))
+
+    @property
+    def n_cases(self) -> int:
+        return sum(self.split_counts.values()) if self.split_counts else len(
+            {(r.get("split"), r.get("case")) for r in self.rows})
 
     def format(self, max_rows: int = 500) -> str:
         cols = ["split", "case", "key", "kind", "shape", "spacing", "orient", "dtype", "min", "max", "p1", "p99",
@@ -56,9 +79,28 @@ class CheckReport:
             lines.append(f"OK: {n_cases} case(s), {len(self.rows)} file(s), no problems found")
         else:
             lines.append(f"{len(self.problems)} problem(s):")
-            for case, key, path, msg in self.problems:
-                lines.append(f"  - case {case}, key {key}: {msg} [{path}]")
+            lines += [_problem_line(p) for p in self.problems]
         return "\n".join(lines)
+
+    def summary(self, max_problems: int = 10) -> str:
+        """One line for the dataset (cases per split, files, keys); problems, if any, listed below it."""
+        splits = ", ".join(f"{s} {n}" for s, n in self.split_counts.items())
+        line = (f"{'OK' if self.ok else 'PROBLEMS'}  {self.dataset}: {self.n_cases} case(s)"
+                f"{f' ({splits})' if splits else ''}, {len(self.rows)} file(s)"
+                f"{', keys ' + ', '.join(self.keys) if self.keys else ''}")
+        if self.ok:
+            return line + ", no problems"
+        lines = [f"{line}, {len(self.problems)} problem(s):"]
+        lines += [_problem_line(p) for p in self.problems[:max_problems]]
+        if len(self.problems) > max_problems:
+            lines.append(f"  ... {len(self.problems) - max_problems} more (run check-data without --summary "
+                         "for the full report)")
+        return "\n".join(lines)
+
+
+def _problem_line(problem: tuple[str, str, str, str]) -> str:
+    case, key, path, msg = problem
+    return f"  - case {case}, key {key}: {msg} [{path}]"
 
 
 def _fmt(v: Any) -> str:
@@ -70,9 +112,9 @@ def _fmt(v: Any) -> str:
 
 
 def _read_voxels(path: Path) -> np.ndarray:
-    from medgen.data.io import NIFTI_SUFFIXES, image_suffix, load_array
+    from medgen.data.io import NIFTI_SUFFIXES, image_suffix, is_dicom, load_array
 
-    if image_suffix(path) in NIFTI_SUFFIXES:
+    if not is_dicom(path) and image_suffix(path) in NIFTI_SUFFIXES:
         import nibabel as nib
 
         try:
@@ -83,27 +125,53 @@ def _read_voxels(path: Path) -> np.ndarray:
     return load_array(path, allow_nonfinite=True)[0]
 
 
-def _check_image(report: CheckReport, row: dict, case: str, key: str, kind: str, path: Path, allow_empty: bool,
-                 allowed_values, expect_dims: int | None):
-    """Fill `row`; return the header (for pair checks) or None when the file is unusable."""
-    from medgen.data.io import load_header
+def _is_bscan(header) -> bool:
+    from medgen.data.io import bscan_layout
 
     try:
-        h = load_header(path)
-    except DataError as err:
-        report.add(case, key, path, err.problem)
-        return None
-    row.update(shape=h.shape, spacing=tuple(round(s, 4) for s in h.spacing), orient="".join(h.axcodes), dtype=h.dtype)
+        bscan_layout(header.shape)
+    except ValueError:
+        return False
+    return True
+
+
+def _grid(header, dims: int | None) -> tuple[int, ...]:
+    """The spatial grid files of a case are compared on: (H, W) for B-scans, else the header's."""
+    from medgen.data.io import bscan_shape
+
+    if dims == 2 and _is_bscan(header):
+        return tuple(bscan_shape(header.shape))
+    return tuple(header.spatial_shape)
+
+
+def _check_image(report: CheckReport, row: dict, case: str, key: str, kind: str, path: Path, header,
+                 allow_empty: bool, allowed_values, dims: int | None) -> bool:
+    """Fill `row` from the voxels and add the problems; `header` is already read. False when unusable."""
+    from medgen.data.io import load_bscan
+
+    h = header
     if any(s == 0 for s in h.shape):
         report.add(case, key, path, f"zero-size axis, shape {h.shape}")
-        return None
-    if expect_dims is not None and h.spatial_dims != expect_dims:
-        report.add(case, key, path, f"expected a {expect_dims}D image, got {h.spatial_dims}D shape {h.shape}")
-    try:
-        a = _read_voxels(path)
-    except DataError as err:
-        report.add(case, key, path, err.problem)
-        return None
+        return False
+    if dims == 2:
+        if not _is_bscan(h):
+            report.add(case, key, path, f"expected a 2D image (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4; "
+                                        f"got shape {h.shape}")
+            return False
+    elif h.spatial_dims > 3:
+        report.add(case, key, path, f"{h.spatial_dims}D image, shape {h.shape}: medgen reads 2D and 3D images")
+        return False
+    elif dims == 3 and h.spatial_dims != 3:
+        report.add(case, key, path, f"expected a 3D image, got {h.spatial_dims}D shape {h.shape}")
+    elif h.spatial_dims == 3 and any(s != 1 for s in h.shape[3:]):
+        n = int(np.prod([s for s in h.shape[3:]]))
+        report.add(case, key, path, f"4D image, shape {h.shape}: {n} volumes (time frames or channels) in one file, "
+                                    "but a key holds one 3D volume; split it into one file per volume")
+    a = _read_voxels(path)
+    if a.dtype.kind not in "biuf":
+        report.add(case, key, path, f"voxel type {a.dtype} is not a plain number (e.g. RGB or complex NIfTI); "
+                                    "store scalar voxels")
+        return False
     finite = np.isfinite(a) if a.dtype.kind == "f" else None
     n_bad = 0 if finite is None else int(a.size - finite.sum())
     vals = a if finite is None or n_bad == 0 else a[finite]
@@ -114,6 +182,11 @@ def _check_image(report: CheckReport, row: dict, case: str, key: str, kind: str,
         flat = np.asarray(vals, dtype=np.float32).reshape(-1)
         p1, p99 = np.percentile(flat, [1, 99])
         row.update(min=float(flat.min()), max=float(flat.max()), p1=float(p1), p99=float(p99))
+    if dims == 2 and not n_bad:
+        try:  # what the pipeline will do with the file: channel layout, colour, ...
+            load_bscan(path)
+        except DataError as err:
+            report.add(case, key, path, err.problem)
     if kind == "label":
         if vals.size and a.dtype.kind == "f" and not np.all(np.mod(vals, 1) == 0):
             report.add(case, key, path, "label map has non-integer values")
@@ -129,7 +202,7 @@ def _check_image(report: CheckReport, row: dict, case: str, key: str, kind: str,
             if not set(uniq.tolist()) <= {0, 1}:
                 shown = ", ".join(f"{v:g}" for v in uniq[:10]) + (", ..." if uniq.size > 10 else "")
                 report.add(case, key, path, f"non-binary mask, values {{{shown}}}")
-    return h
+    return True
 
 
 def _check_table(report: CheckReport, row: dict, case: str, key: str, path: Path) -> None:
@@ -141,44 +214,100 @@ def _check_table(report: CheckReport, row: dict, case: str, key: str, path: Path
         report.add(case, key, path, err.problem)
         return
     x = df.to_numpy()
+    if x.size == 0:
+        report.add(case, key, path, f"empty table, shape {tuple(df.shape)}")
+        return
     row.update(shape=tuple(df.shape), dtype=str(x.dtype), min=float(x.min()), max=float(x.max()),
                p1=float(np.percentile(x, 1)), p99=float(np.percentile(x, 99)), nonfinite=0)
 
 
-def check_dataset(dataset_dir: str | os.PathLike, keys: Iterable[str] | None = None,
+def _resolve(value: str, root: Path) -> Path:
+    """The file a json path names; ValueError for a path the OS cannot even look up (NUL, too long)."""
+    from medgen.data.datalist import resolve_path
+
+    if "\x00" in value:
+        raise ValueError(f"invalid path {value[:80]!r} (it contains a NUL character)")
+    path = resolve_path(value, root)
+    try:
+        path.exists()
+    except (OSError, ValueError) as err:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)[:200]
+        raise ValueError(f"invalid path {value[:80]!r}{'...' if len(value) > 80 else ''} ({why})") from None
+    return path
+
+
+def _json_settings(report: CheckReport, data: dict, json_path: Path, expect_dims: int | None):
+    """-> (declared kinds, label_values, expect_dims), each malformed field reported and ignored."""
+    declared = {}
+    for k, v in data.get("keys", {}).items():
+        if isinstance(v, str):
+            declared[str(k)] = v
+        else:  # ignored: the key gets a kind from its name
+            report.add("-", k, json_path, f"the kind of key '{k}' in 'keys' must be a word such as image, label, "
+                                          f"tabular or value; got {v!r:.80}")
+    label_values: dict[str, list[float]] = {}
+    raw = data.get("label_values")
+    if raw is not None:
+        try:
+            if not isinstance(raw, dict):
+                raise TypeError
+            for k, v in raw.items():
+                if isinstance(v, (str, bytes)) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                          for x in v):
+                    raise TypeError
+                label_values[str(k)] = [float(x) for x in v]
+        except TypeError:
+            report.add("-", "-", json_path, f"'label_values' must map label keys to lists of numbers, e.g. "
+                                            f'{{"seg": [0, 1, 2, 4]}}; got {raw!r:.80}')
+            label_values = {}
+    if expect_dims is None and "spatial_dims" in data:
+        sd = data["spatial_dims"]
+        if isinstance(sd, int) and not isinstance(sd, bool) and sd in (2, 3):
+            expect_dims = sd
+        else:
+            report.add("-", "-", json_path, f"'spatial_dims' must be 2 or 3, got {sd!r:.80}")
+    return declared, label_values, expect_dims
+
+
+def check_dataset(dataset_dir: str | os.PathLike, keys: Iterable[str] | str | None = None,
                   pairs: str | Sequence[tuple[str, str]] | None = "all", affine_tol: float = 1e-3,
-                  expect_dims: int | None = None,
-                  splits: Sequence[str] = ("training", "validation", "test")) -> CheckReport:
+                  expect_dims: int | None = None, splits: Sequence[str] = SPLITS) -> CheckReport:
     """Check every case of a dataset folder (or dataset.json) and collect all problems.
 
-    keys: the keys to check (each must be in every case); None checks every file key.
+    keys: the keys to check (each must be in every case), as a list or 't1,t2'; None checks every file key.
     pairs: "all" compares each image/label of a case with its first one (shape and affine within
-    `affine_tol` mm); a list of (key, key) pairs compares those; None skips. expect_dims defaults to
-    the json's "spatial_dims" when present.
+    `affine_tol` mm; (H, W) only for 2D B-scans); a list of (key, key) pairs compares those; None skips.
+    expect_dims (2 or 3) defaults to the json's "spatial_dims"; without either, a case holding a 2D
+    file is read as 2D B-scans when all its files have a B-scan layout.
     """
-    from medgen.data.datalist import _is_path_value, guess_kind, normalise_cases, read_dataset_json, resolve_path
+    from medgen.data.datalist import _is_path_value, normalise_cases, read_dataset_json
 
     report = CheckReport(str(dataset_dir))
     try:
         data, root, json_path = read_dataset_json(dataset_dir)
-        cases = normalise_cases(data, json_path, splits)
     except DataError as err:
         report.add("-", "-", err.path, err.problem)
         return report
     report.dataset = str(json_path)
-    declared = {str(k): str(v) for k, v in data.get("keys", {}).items()}
-    # Optional "label_values": {"seg": [0, 1, 2, 4]}: the values a label map may hold.
-    label_values = {str(k): [float(x) for x in v] for k, v in (data.get("label_values") or {}).items()}
-    if expect_dims is None and isinstance(data.get("spatial_dims"), int):
-        expect_dims = int(data["spatial_dims"])
-    wanted = list(keys) if keys is not None else None
-    if not any(cases.values()) and not data.get("tables"):
+    id_problems: list[tuple[str, str]] = []
+    cases = normalise_cases(data, json_path, splits, problems=id_problems)
+    for where, message in id_problems:
+        report.add(where, "id", json_path, message)
+    declared, label_values, expect_dims = _json_settings(report, data, json_path, expect_dims)
+    wanted = parse_keys(keys)
+    report.split_counts = {s: len(items) for s, items in cases.items()}
+    tables = data.get("tables")
+    if tables is not None and not isinstance(tables, dict):
+        report.add("-", "tables", json_path, f"'tables' must map names to files, got {type(tables).__name__}")
+        tables = None
+    if not any(cases.values()) and not tables:
         report.add("-", "-", json_path, f"no cases in the splits {', '.join(splits)}")
+    seen_keys: dict[str, None] = {}
     for split, items in cases.items():
         for case in items:
             cid = case["id"]
             # A case declared normal ("label": 0, as in anomaly-detection test sets) may have empty masks.
-            normal = case.get("label") in (0, "0", "normal")
+            normal = _is_normal(case.get("label"))
             if wanted is not None:
                 check_keys = []
                 for k in wanted:
@@ -190,51 +319,116 @@ def check_dataset(dataset_dir: str | os.PathLike, keys: Iterable[str] | None = N
                                                       f"keys present: {present}")
             else:
                 check_keys = [k for k, v in case.items() if _is_path_value(k, v, declared)]
-            headers: dict[str, Any] = {}
-            for key in check_keys:
-                value = case[key]
-                kind = declared.get(key, guess_kind(key))
-                values = value if isinstance(value, list) else [value]
-                for v in values:
-                    row: dict[str, Any] = {"split": split, "case": cid, "key": key, "kind": kind, "path": v}
-                    report.rows.append(row)
-                    n_before = len(report.problems)
-                    if not isinstance(v, str):
-                        report.add(cid, key, json_path, f"expected a path, got {v!r}")
-                    else:
-                        path = resolve_path(v, root)
-                        if not path.exists():
-                            report.add(cid, key, path, "missing file")
-                        elif kind == "tabular":
-                            _check_table(report, row, cid, key, path)
-                        elif kind in ("image", "label"):
-                            h = _check_image(report, row, cid, key, kind, path, normal,
-                                             label_values.get(key), expect_dims)
-                            if h is not None and not isinstance(value, list):
-                                headers[key] = (h, path)
-                    row["status"] = "ok" if len(report.problems) == n_before else "PROBLEM"
-            _check_pairs(report, cid, headers, pairs, affine_tol)
-    for name, rel in (data.get("tables") or {}).items():  # tabular datasets list their files under "tables"
-        path = resolve_path(rel, root)
-        row = {"split": "-", "case": "tables", "key": name, "kind": "tabular", "path": rel}
-        report.rows.append(row)
-        n_before = len(report.problems)
-        if not path.exists():
-            report.add("tables", name, path, "missing file")
-        elif "label" in name:  # label tables are categorical: they only need to load
-            from medgen.data.tabular import read_table
-
-            try:
-                read_table(path)
-            except DataError as err:
-                report.add("tables", name, path, err.problem)
-        else:
-            _check_table(report, row, "tables", name, path)
-        row["status"] = "ok" if len(report.problems) == n_before else "PROBLEM"
+            seen_keys.update(dict.fromkeys(check_keys))
+            _check_case(report, split, case, check_keys, declared, root, json_path, normal, label_values,
+                        expect_dims, pairs, affine_tol)
+    report.keys = list(seen_keys)
+    for name, rel in (tables or {}).items():  # tabular datasets list their files under "tables"
+        _check_table_entry(report, str(name), rel, root)
     return report
 
 
-def _check_pairs(report: CheckReport, cid: str, headers: dict, pairs, tol: float) -> None:
+def _is_normal(label: Any) -> bool:
+    try:
+        return label in (0, "0", "normal")
+    except Exception:  # an odd type whose == raises
+        return False
+
+
+def _check_case(report, split, case, check_keys, declared, root, json_path, normal, label_values, expect_dims,
+                pairs, affine_tol) -> None:
+    """Every file of one case, then the pair checks on the case's grid (2D or 3D)."""
+    from medgen.data.datalist import guess_kind
+    from medgen.data.io import load_header
+
+    cid = case["id"]
+    entries = []  # (key, kind, path, row, header)
+    for key in check_keys:
+        value = case[key]
+        kind = declared.get(key, guess_kind(key))
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and not value:
+            report.add(cid, key, json_path, "empty list of paths")
+        for v in values:
+            row: dict[str, Any] = {"split": split, "case": cid, "key": key, "kind": kind, "path": v}
+            report.rows.append(row)
+            n_before = len(report.problems)
+            if not isinstance(v, str):
+                report.add(cid, key, json_path, f"expected a path, got {v!r:.80}")
+            elif kind in ("image", "label", "tabular"):
+                try:
+                    path = _resolve(v, root)
+                except ValueError as err:
+                    report.add(cid, key, json_path, str(err))
+                    path = None
+                if path is not None and not path.exists():
+                    report.add(cid, key, path, "missing file")
+                elif path is not None and kind == "tabular":
+                    _guard(report, cid, key, path, lambda: _check_table(report, row, cid, key, path))
+                elif path is not None:
+                    try:
+                        h = load_header(path)
+                    except DataError as err:
+                        report.add(cid, key, path, err.problem)
+                    except Exception as err:  # never a traceback from check-data
+                        report.add(cid, key, path, f"cannot read the header ({type(err).__name__}: {err})")
+                    else:
+                        row.update(shape=h.shape, spacing=tuple(round(s, 4) for s in h.spacing),
+                                   orient="".join(h.axcodes), dtype=h.dtype)
+                        entries.append((key, kind, path, row, h, isinstance(value, list)))
+            row["status"] = "ok" if len(report.problems) == n_before else "PROBLEM"
+    dims = expect_dims
+    if dims is None and entries and any(e[4].spatial_dims == 2 for e in entries) and all(_is_bscan(e[4]) for e in entries):
+        dims = 2  # a case holding a 2D file whose other files are B-scan layouts: read as oct_anogan does
+    headers: dict[str, Any] = {}
+    for key, kind, path, row, h, listed in entries:
+        n_before = len(report.problems)
+        usable = _guard(report, cid, key, path, lambda: _check_image(
+            report, row, cid, key, kind, path, h, normal, label_values.get(key), dims))
+        if usable and not listed:
+            headers[key] = (h, path)
+        if len(report.problems) != n_before:
+            row["status"] = "PROBLEM"
+    _check_pairs(report, cid, headers, pairs, affine_tol, dims)
+
+
+def _guard(report: CheckReport, cid: str, key: str, path: Path, check) -> bool:
+    """Run one file's check; a DataError or any unexpected error becomes a problem, never a traceback."""
+    try:
+        return check() is not False
+    except DataError as err:
+        report.add(cid, key, path, err.problem)
+    except MemoryError:
+        report.add(cid, key, path, "file too large to check in memory")
+    except Exception as err:
+        report.add(cid, key, path, f"could not be checked ({type(err).__name__}: {err})")
+    return False
+
+
+def _check_table_entry(report: CheckReport, name: str, rel: Any, root: Path) -> None:
+    row = {"split": "-", "case": "tables", "key": name, "kind": "tabular", "path": rel}
+    report.rows.append(row)
+    n_before = len(report.problems)
+    if not isinstance(rel, str):
+        report.add("tables", name, "-", f"expected a path, got {rel!r:.80}")
+    else:
+        try:
+            path = _resolve(rel, root)
+        except ValueError as err:
+            report.add("tables", name, rel, str(err))
+            path = None
+        if path is not None and not path.exists():
+            report.add("tables", name, path, "missing file")
+        elif path is not None and "label" in name:  # label tables are categorical: they only need to load
+            from medgen.data.tabular import read_table
+
+            _guard(report, "tables", name, path, lambda: read_table(path))
+        elif path is not None:
+            _guard(report, "tables", name, path, lambda: _check_table(report, row, "tables", name, path))
+    row["status"] = "ok" if len(report.problems) == n_before else "PROBLEM"
+
+
+def _check_pairs(report: CheckReport, cid: str, headers: dict, pairs, tol: float, dims: int | None) -> None:
     if pairs is None or pairs == "none" or len(headers) < 2:
         return
     if pairs == "all":
@@ -244,21 +438,29 @@ def _check_pairs(report: CheckReport, cid: str, headers: dict, pairs, tol: float
         todo = [(a, b) for a, b in pairs if a in headers and b in headers]
     for a, b in todo:
         (ha, _), (hb, pb) = headers[a], headers[b]
-        if tuple(ha.spatial_shape) != tuple(hb.spatial_shape):
-            report.add(cid, b, pb, f"shape {tuple(hb.spatial_shape)} differs from '{a}' shape {tuple(ha.spatial_shape)}")
-        elif not np.allclose(ha.affine, hb.affine, atol=tol):
+        ga, gb = _grid(ha, dims), _grid(hb, dims)
+        if ga != gb:
+            report.add(cid, b, pb, f"shape {gb} differs from '{a}' shape {ga}")
+        elif dims != 2 and not np.allclose(ha.affine, hb.affine, atol=tol):
+            # B-scans are compared by (H, W) only: oct_anogan pairs a scan and its mask by pixel grid
             diff = float(np.abs(ha.affine - hb.affine).max())
             report.add(cid, b, pb, f"affine differs from '{a}' (max difference {diff:.4g} > {tol:g}); "
                                    "images of a case must be co-registered on one grid")
+        else:
+            continue
         for row in report.rows:
-            if row.get("case") == cid and row.get("key") == b and any(p[0] == cid and p[1] == b for p in report.problems):
+            if row.get("case") == cid and row.get("key") == b:
                 row["status"] = "PROBLEM"
 
 
-def main(dataset: str | os.PathLike, keys: Iterable[str] | str | None = None, **kwargs) -> int:
-    """Print the report for `dataset`; return 0 when it has no problems, else 1."""
-    if isinstance(keys, str):
-        keys = [k.strip() for k in keys.split(",") if k.strip()]
-    report = check_dataset(dataset, keys=keys, **kwargs)
-    print(report.format())
-    return 0 if report.ok else 1
+def main(dataset: str | os.PathLike | Sequence[str | os.PathLike], keys: Iterable[str] | str | None = None,
+         summary: bool = False, **kwargs) -> int:
+    """Print the report for each dataset (a table per file, or one summary line per dataset); return 0
+    when none has a problem, else 1."""
+    datasets = [dataset] if isinstance(dataset, (str, os.PathLike)) else list(dataset)
+    rc = 0
+    for ds in datasets:
+        report = check_dataset(ds, keys=parse_keys(keys), **kwargs)
+        print(report.summary() if summary else report.format(), flush=True)
+        rc |= 0 if report.ok else 1
+    return rc

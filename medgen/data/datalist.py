@@ -13,18 +13,53 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterable, Sequence
 
-import numpy as np
 
 from medgen.errors import ConfigError, DataError
 
 SPLITS = ("training", "validation", "test")
 FILE_KINDS = ("image", "label", "tabular")
 _PATH_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".png", ".tif", ".tiff", ".jpg", ".jpeg",
-                  ".parquet", ".csv", ".tsv", ".npy", ".npz", ".json")
+                  ".dcm", ".ima", ".parquet", ".csv", ".tsv", ".npy", ".npz", ".json")
 _LABEL_WORDS = ("mask", "lesion", "label", "tissue", "seg")
+
+
+# A case id becomes part of output file names (`<id>_<output>.nii.gz`, previews): it must be one plain name.
+MAX_CASE_ID_LENGTH = 200
+
+
+def case_id_problem(case_id: Any) -> str | None:
+    """What is wrong with a case id as a file-name part, or None when it is a plain name.
+
+    Refused: not a string (or integer), empty, '.' or '..', a path separator ('/' or '\\'), a drive or
+    absolute path, control characters (including NUL), more than MAX_CASE_ID_LENGTH characters.
+    """
+    if isinstance(case_id, bool) or not isinstance(case_id, (str, int)):
+        return f"case id must be a string, got {type(case_id).__name__} {case_id!r}"
+    cid = str(case_id)
+    if not cid.strip():
+        return "case id is empty"
+    if cid in (".", ".."):
+        return f"case id {cid!r} is a folder reference, not a name"
+    if "/" in cid or "\\" in cid:
+        return f"case id {cid!r} contains a path separator; it becomes a file name, so use a plain name"
+    if any(ord(c) < 32 or ord(c) == 127 for c in cid):
+        return f"case id {cid!r} contains control characters"
+    if PureWindowsPath(cid).drive or PurePosixPath(cid).is_absolute():
+        return f"case id {cid!r} is an absolute path; use a plain name"
+    if len(cid) > MAX_CASE_ID_LENGTH:
+        return f"case id {cid[:40]!r}... is {len(cid)} characters long (at most {MAX_CASE_ID_LENGTH})"
+    return None
+
+
+def check_case_id(case_id: Any, source: str | os.PathLike | None = None) -> str:
+    """`case_id` as a string when it is a plain name (see `case_id_problem`), else DataError naming `source`."""
+    problem = case_id_problem(case_id)
+    if problem:
+        raise DataError(source, problem)
+    return str(case_id)
 
 
 def guess_kind(key: str) -> str:
@@ -111,7 +146,7 @@ def read_dataset_json(dataset_dir_or_json: str | os.PathLike) -> tuple[dict, Pat
         if not p.exists():
             raise DataError(p, "dataset folder or json file does not exist")
         raise DataError(json_path, "no dataset.json in the dataset folder (build one with "
-                                   "medgen.data.datalist.datalist_from_folder or see docs/datasets.md)")
+                                   "`medgen make-dataset SRC OUT`, see docs/datasets.md)")
     try:
         data = json.loads(json_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -134,8 +169,19 @@ def _case_id_from_value(case: dict, keys: dict[str, str]) -> str | None:
     return None
 
 
-def normalise_cases(data: dict, json_path: Path, splits: Sequence[str]) -> dict[str, list[dict]]:
-    """Split lists as dicts with an `id` each (generated from the first file name when missing)."""
+def normalise_cases(data: dict, json_path: Path, splits: Sequence[str],
+                    problems: list[tuple[str, str]] | None = None) -> dict[str, list[dict]]:
+    """Split lists as dicts with an `id` each (generated from the first file name when missing).
+
+    Every id must be a plain name (`case_id_problem`). By default the first problem raises a DataError
+    naming dataset.json; with a `problems` list, each one is appended as (case id or "split[n]", message)
+    instead and the rest is still read (cases that are not objects are left out): check-data's way.
+    """
+    def fail(where: str, message: str) -> None:
+        if problems is None:
+            raise DataError(json_path, message)
+        problems.append((where, message))
+
     keys = data.get("keys", {})
     out: dict[str, list[dict]] = {}
     for split in splits:
@@ -143,20 +189,26 @@ def normalise_cases(data: dict, json_path: Path, splits: Sequence[str]) -> dict[
         if raw is None:
             raw = []
         if not isinstance(raw, list):
-            raise DataError(json_path, f"'{split}' must be a list of cases, got {type(raw).__name__}")
+            fail("-", f"'{split}' must be a list of cases, got {type(raw).__name__}")
+            raw = []
         cases = []
         for n, case in enumerate(raw):
             if isinstance(case, str):  # MSD test lists hold bare paths
                 case = {"image": case}
             if not isinstance(case, dict):
-                raise DataError(json_path, f"{split}[{n}] must be an object of key -> path, got {case!r}")
+                fail(f"{split}[{n}]", f"{split}[{n}] must be an object of key -> path, got {case!r}")
+                continue
             case = dict(case)
             if "id" not in case or case["id"] in (None, ""):
                 gid = _case_id_from_value(case, keys)
                 if gid is None:
-                    raise DataError(json_path, f"{split}[{n}] has no 'id' and no file to name it after")
+                    fail(f"{split}[{n}]", f"{split}[{n}] has no 'id' and no file to name it after")
+                    continue
                 case["id"] = gid
                 case["_generated_id"] = True
+            problem = case_id_problem(case["id"])
+            if problem:
+                fail(str(case["id"]), f"{split}[{n}]: {problem} (in {json_path.name})")
             case["id"] = str(case["id"])
             cases.append(case)
         out[split] = cases
@@ -174,7 +226,7 @@ def normalise_cases(data: dict, json_path: Path, splits: Sequence[str]) -> dict[
     for split, cases in out.items():
         for c in cases:
             if c["id"] in seen:
-                raise DataError(json_path, f"case id {c['id']!r} appears twice ({seen[c['id']]} and {split})")
+                fail(c["id"], f"case id {c['id']!r} appears twice ({seen[c['id']]} and {split})")
             seen[c["id"]] = split
     return out
 
@@ -277,6 +329,37 @@ def _pattern_regex(pattern: str) -> re.Pattern:
     return re.compile(out + r"\Z")
 
 
+def match_patterns(root: Path, files: Sequence[Path], patterns: dict[str, str | Sequence[str]]):
+    """Assign files to (case id, key) by glob patterns, e.g. {"t1": "*_t1.nii.gz", "mask": ["*_mask.nii.gz"]}.
+
+    The case id is what the pattern's '*'s matched, joined by '_' (the part of the name before the
+    pattern's suffix; "*/t1.nii.gz" takes the folder name). A pattern without '/' is matched against file
+    names, one with '/' against the path below root. Returns ({(case, key): (relative path, pattern,
+    captures)}, the set of files used); a case matching one key twice is a DataError naming both files.
+    """
+    found: dict[tuple[str, str], tuple[str, str, tuple[str, ...]]] = {}
+    used: set[Path] = set()
+    for key, pats in patterns.items():
+        for pattern in ([pats] if isinstance(pats, str) else list(pats)):
+            if "*" not in pattern:
+                raise ConfigError(f"pattern for {key!r} must contain '*' marking the case id, got {pattern!r}")
+            rx = _pattern_regex(pattern)
+            for f in files:
+                rel = Path(f).relative_to(root).as_posix()
+                m = rx.match(rel) if "/" in pattern else rx.match(Path(f).name)
+                if not m:
+                    continue
+                captures = tuple(g for g in m.groups() if g)
+                cid = "_".join(captures)
+                if (cid, key) in found:
+                    raise DataError(f, f"case '{cid}' has two files for key '{key}': {found[(cid, key)][0]} "
+                                       f"({found[(cid, key)][1]!r}) and {rel} ({pattern!r}); make the pattern "
+                                       "more specific")
+                found[(cid, key)] = (rel, pattern, captures)
+                used.add(Path(f))
+    return found, used
+
+
 def datalist_from_folder(
     folder: str | os.PathLike,
     patterns: dict[str, str],
@@ -291,34 +374,26 @@ def datalist_from_folder(
     The case id is what the pattern's '*' matched (the part of the name before the pattern's suffix;
     patterns with a folder such as "*/t1.nii.gz" take the folder name). Files are searched
     recursively; a pattern without '/' is matched against file names. Cases missing a key raise a
-    DataError (`missing="error"`) or are dropped with a warning (`missing="skip"`). Cases are shuffled
-    with `seed` and split into training/validation/test by the `split` fractions.
+    DataError (`missing="error"`) or are dropped with a warning (`missing="skip"`). Cases are split
+    with `medgen.data.splitting.split_cases` (seeded; a split with a non-zero fraction gets a case
+    whenever there are enough), and a split left empty anyway is warned about.
+    `medgen make-dataset` (medgen.data.make_dataset) does the same from the command line for more layouts.
     """
+    from medgen.data.splitting import parse_fractions, split_cases
+
     root = Path(folder)
     if not root.is_dir():
         raise DataError(root, "dataset folder does not exist")
     if not patterns:
         raise ConfigError("datalist_from_folder needs at least one key pattern, e.g. {'t1': '*_t1.nii.gz'}")
-    if len(split) != 3 or any(f < 0 for f in split) or sum(split) <= 0:
-        raise ConfigError(f"split must be three non-negative fractions (training, validation, test), got {split}")
+    fractions = parse_fractions(split)
     if missing not in ("error", "skip"):
         raise ConfigError("missing must be 'error' or 'skip'")
     files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    matched, _ = match_patterns(root, files, patterns)
     found: dict[str, dict[str, str]] = {}
-    for key, pattern in patterns.items():
-        if "*" not in pattern:
-            raise ConfigError(f"pattern for {key!r} must contain '*' marking the case id, got {pattern!r}")
-        rx = _pattern_regex(pattern)
-        for f in files:
-            rel = f.relative_to(root).as_posix()
-            m = rx.match(rel) if "/" in pattern else rx.match(f.name)
-            if not m:
-                continue
-            cid = "_".join(g for g in m.groups() if g)
-            case = found.setdefault(cid, {})
-            if key in case:
-                raise DataError(f, f"case '{cid}' matches pattern {pattern!r} twice: {case[key]} and {rel}")
-            case[key] = rel
+    for (cid, key), (rel, _, _) in matched.items():
+        found.setdefault(cid, {})[key] = rel
     if not found:
         raise DataError(root, f"no files match the patterns {patterns}")
     incomplete = {cid: [k for k in patterns if k not in c] for cid, c in found.items() if len(c) < len(patterns)}
@@ -330,19 +405,17 @@ def datalist_from_folder(
     ids = sorted(cid for cid in found if cid not in incomplete)
     if not ids:
         raise DataError(root, "no case has a file for every key")
-    order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
-    fr = np.asarray(split, dtype=float) / float(sum(split))
-    n = len(order)
-    n_val, n_test = int(round(n * fr[1])), int(round(n * fr[2]))
-    if n_val + n_test >= n and fr[0] > 0:  # keep at least one training case
-        n_test = max(0, min(n_test, n - 1 - n_val))
-        n_val = max(0, min(n_val, n - 1 - n_test))
-    n_train = n - n_val - n_test
+    for cid in ids:
+        check_case_id(cid, root)
+    parts = split_cases(ids, fractions, seed=seed)
+    empty = [s for s, f in zip(SPLITS, fractions) if f > 0 and not parts[s]]
+    if empty:
+        warnings.warn(f"{root}: {len(ids)} case(s) leave the {' and '.join(empty)} split(s) empty "
+                      f"({', '.join(f'{s} {len(parts[s])}' for s in SPLITS)})", stacklevel=2)
 
     def mk(cids):
         return [{"id": cid, **{k: str((root / found[cid][k]).resolve()) for k in patterns}} for cid in sorted(cids)]
 
     keys = {k: (kinds or {}).get(k, guess_kind(k)) for k in patterns}
-    return Datalist(root=root.resolve(), keys=keys, training=mk(order[:n_train]),
-                    validation=mk(order[n_train:n_train + n_val]), test=mk(order[n_train + n_val:]),
+    return Datalist(root=root.resolve(), keys=keys, **{s: mk(parts[s]) for s in SPLITS},
                     metadata={"name": name or root.name, "patterns": dict(patterns), "split_seed": seed})

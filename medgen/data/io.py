@@ -4,8 +4,8 @@ Every loader here turns library errors (nibabel, SimpleITK, gzip, PIL) into a
 `DataError(path, problem)` so that a bad file never surfaces as a deep traceback.
 
 - `load_image`: NIfTI (MONAI `LoadImage` + nibabel reader, so the MetaTensor carries exactly the
-  metadata MONAI transforms expect), MetaImage/NRRD (SimpleITK, converted to nibabel's RAS world and
-  (i, j, k) voxel order) and 2D PNG/TIFF (scikit-image).
+  metadata MONAI transforms expect), MetaImage/NRRD and DICOM series (SimpleITK, converted to nibabel's
+  RAS world and (i, j, k) voxel order; see `medgen.data.dicom`) and 2D PNG/TIFF (scikit-image).
 - `load_header`: shape / affine / dtype without reading voxels (for check-data).
 - `load_bscan`: one OCT B-scan as an (H, W) float32 array from any of the layouts found in practice.
 """
@@ -28,6 +28,17 @@ IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + IMAGE2D_SUFFIXES
 
 # LPS (ITK / DICOM world) <-> RAS (nibabel / MONAI world): flip the first two world axes.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def is_dicom(path: str | os.PathLike) -> bool:
+    """Is `path` read as a DICOM series? A folder (only a DICOM series can be a folder image), or a file
+    without a known image suffix that is a DICOM file (.dcm / .ima / 'DICM' marker)."""
+    from medgen.data.dicom import looks_like_dicom_file
+
+    p = Path(path)
+    if p.is_dir():
+        return True
+    return p.is_file() and image_suffix(p) not in IMAGE_SUFFIXES and looks_like_dicom_file(p)
 
 
 def image_suffix(path: str | os.PathLike) -> str:
@@ -89,6 +100,8 @@ def _axcodes(affine: np.ndarray) -> tuple[str, ...]:
 def load_header(path: str | os.PathLike) -> ImageHeader:
     """Read shape, affine, spacing, orientation and dtype without loading voxel data."""
     path = Path(path)
+    if is_dicom(path):
+        return _dicom_header(path)
     _check_exists(path)
     suffix = image_suffix(path)
     if suffix in NIFTI_SUFFIXES:
@@ -129,6 +142,16 @@ def load_header(path: str | os.PathLike) -> ImageHeader:
     raise DataError(path, f"unsupported image type {suffix!r} (expected one of {', '.join(IMAGE_SUFFIXES)})")
 
 
+def _dicom_header(path: Path) -> ImageHeader:
+    from medgen.data.dicom import resolve_series, series_geometry
+
+    g = series_geometry(resolve_series(path))
+    affine = _itk_affine(g.direction, g.spacing, g.origin)
+    shape = g.size + ((g.components,) if g.components > 1 else ())
+    return ImageHeader(str(path), shape, g.size, affine, g.pixel_id,
+                       _spacing_from_affine(affine, len(g.size)), _axcodes(affine))
+
+
 def _itk_affine(direction, spacing, origin) -> np.ndarray:
     """SimpleITK geometry (LPS world) -> 4x4 voxel-to-RAS affine; 2D images get a 4x4 with z=1."""
     ndim = len(spacing)
@@ -152,12 +175,19 @@ def _read_2d(path: Path) -> np.ndarray:
 
 
 def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """-> (array in (i, j, k[, C]) order, RAS affine)."""
+    """-> (array in (i, j, k[, C]) order, RAS affine). MetaImage / NRRD files and DICOM series."""
     import SimpleITK as sitk
 
     try:
-        img = sitk.ReadImage(str(path))
+        if is_dicom(path):
+            from medgen.data.dicom import read_series, resolve_series
+
+            img = read_series(resolve_series(path))
+        else:
+            img = sitk.ReadImage(str(path))
         arr = sitk.GetArrayFromImage(img)  # (z, y, x[, C])
+    except DataError:
+        raise
     except Exception as err:
         raise DataError(path, f"cannot read the image ({type(err).__name__}: {err})") from err
     ndim = img.GetDimension()
@@ -193,23 +223,31 @@ def load_image(
     header = load_header(path)
     if any(s == 0 for s in header.shape):
         raise DataError(path, f"image has a zero-size axis, shape {header.shape}")
-    suffix = image_suffix(path)
+    dicom = is_dicom(path)
+    suffix = "" if dicom else image_suffix(path)
     if expect_dims is not None and suffix not in IMAGE2D_SUFFIXES and header.spatial_dims != expect_dims:
         raise _wrong_dims(path, expect_dims, header.spatial_shape)
 
     if suffix in NIFTI_SUFFIXES:
         from monai.transforms import LoadImage
 
+        # NIfTI keeps time in dim 4 and vector components in dim 5 (NIfTI-1 header, dim[]): MONAI turns
+        # the one trailing axis into channels, and would leave any further axis as an extra "spatial" one.
+        extra = header.shape[3:]
+        if sum(s != 1 for s in extra) > 1:
+            raise DataError(path, f"image has shape {header.shape}: {len(extra)} axes beyond the 3 spatial ones "
+                                  "(e.g. time and components); medgen reads one volume with at most one channel axis")
         try:
             img = LoadImage(reader="NibabelReader", image_only=True, dtype=dtype,
-                            ensure_channel_first=ensure_channel_first)(str(path))
+                            ensure_channel_first=ensure_channel_first,
+                            squeeze_non_spatial_dims=len(extra) > 1)(str(path))
         except Exception as err:
             cause = err.__cause__ or err
             raise DataError(path, f"cannot read the image data, the file may be truncated or corrupt "
                                   f"({type(cause).__name__}: {cause})") from err
         img.meta["spacing"] = np.asarray(_spacing_from_affine(img.meta["original_affine"], header.spatial_dims))
     else:
-        if suffix in ITK_SUFFIXES:
+        if dicom or suffix in ITK_SUFFIXES:
             arr, affine = _read_itk(path)
             spatial = arr.shape[: header.spatial_dims]
         else:
@@ -231,6 +269,9 @@ def load_image(
         }
         img = MetaTensor(torch.from_numpy(arr), meta=meta)
 
+    if ensure_channel_first and img.ndim - 1 != header.spatial_dims:  # never more (or fewer) axes than the header says
+        raise DataError(path, f"image loaded with shape {tuple(img.shape)}, not (channels, *{header.spatial_shape}); "
+                              f"stored shape {header.shape}")
     if not allow_nonfinite:
         finite = torch.isfinite(img)
         if not bool(finite.all()):
@@ -247,6 +288,34 @@ def load_array(path: str | os.PathLike, **kwargs) -> tuple[np.ndarray, np.ndarra
     return np.asarray(img.numpy()), np.asarray(img.meta["original_affine"], dtype=np.float64)
 
 
+def bscan_layout(shape) -> tuple[tuple[int, ...], int | None]:
+    """How `load_bscan` reads an array of `shape`: (shape with singleton axes beyond the first two
+    dropped, the channel axis in it or None). ValueError when it is not a B-scan layout.
+
+    (H, W); (H, W, C) channel-last and (C, H, W) channel-first with C in {1, 3, 4}, the channel axis
+    being the short one; extra singleton axes (e.g. NIfTI's (H, W, 1, 3)) are dropped.
+    """
+    s = tuple(int(x) for x in shape)
+    if len(s) > 2 and 1 in s[2:]:
+        s = tuple(x for x in s if x != 1)
+    if len(s) == 3:
+        first, last = s[0], s[-1]
+        if last in (1, 3, 4) and first not in (1, 3, 4):
+            return s, 2
+        if first in (1, 3, 4) and last not in (1, 3, 4):
+            return s, 0
+        raise ValueError(f"cannot tell the channel axis of shape {s}")
+    if len(s) != 2:
+        raise ValueError(f"expected a 2D B-scan, got shape {s}")
+    return s, None
+
+
+def bscan_shape(shape) -> tuple[int, int]:
+    """(H, W) of a B-scan stored with `shape` (see `bscan_layout`)."""
+    s, axis = bscan_layout(shape)
+    return tuple(x for i, x in enumerate(s) if i != axis)  # type: ignore[return-value]
+
+
 def load_bscan(path: str | os.PathLike, channel_tol: float = 0.02) -> np.ndarray:
     """One OCT B-scan as an (H, W) float32 array, values as stored.
 
@@ -258,8 +327,10 @@ def load_bscan(path: str | os.PathLike, channel_tol: float = 0.02) -> np.ndarray
     history) stay below that threshold.
     """
     path = Path(path)
-    _check_exists(path)
-    suffix = image_suffix(path)
+    dicom = is_dicom(path)
+    if not dicom:
+        _check_exists(path)
+    suffix = "" if dicom else image_suffix(path)
     if suffix in NIFTI_SUFFIXES:
         import nibabel as nib
 
@@ -268,22 +339,20 @@ def load_bscan(path: str | os.PathLike, channel_tol: float = 0.02) -> np.ndarray
         except Exception as err:
             raise DataError(path, f"cannot read the image data, the file may be truncated or corrupt "
                                   f"({type(err).__name__}: {err})") from err
-    elif suffix in ITK_SUFFIXES:
+    elif dicom or suffix in ITK_SUFFIXES:
         arr = _read_itk(path)[0].astype(np.float32)
     elif suffix in IMAGE2D_SUFFIXES:
         arr = _read_2d(path).astype(np.float32)
     else:
         raise DataError(path, f"unsupported image type {suffix!r} for an OCT B-scan")
 
-    arr = np.squeeze(arr) if arr.ndim > 2 and 1 in arr.shape[2:] else arr
-    if arr.ndim == 3:
-        first, last = arr.shape[0], arr.shape[-1]
-        if last in (1, 3, 4) and first not in (1, 3, 4):
-            channels = np.moveaxis(arr, -1, 0)
-        elif first in (1, 3, 4) and last not in (1, 3, 4):
-            channels = arr
-        else:
-            raise DataError(path, f"cannot tell the channel axis of shape {arr.shape}")
+    try:
+        shape, channel_axis = bscan_layout(arr.shape)
+    except ValueError as err:
+        raise DataError(path, str(err)) from None
+    arr = arr.reshape(shape)
+    if channel_axis is not None:
+        channels = np.moveaxis(arr, channel_axis, 0)
         if channels.shape[0] == 4:  # RGBA: drop alpha
             channels = channels[:3]
         grey = channels.mean(axis=0)
@@ -293,8 +362,6 @@ def load_bscan(path: str | os.PathLike, channel_tol: float = 0.02) -> np.ndarray
             raise DataError(path, f"channels differ materially (mean difference {spread:.3f} of the range): "
                                   "this looks like a colour image, not a grey B-scan")
         arr = grey
-    if arr.ndim != 2:
-        raise DataError(path, f"expected a 2D B-scan, got shape {arr.shape}")
     if 0 in arr.shape:
         raise DataError(path, f"image has a zero-size axis, shape {arr.shape}")
     if not np.isfinite(arr).all():

@@ -43,9 +43,9 @@ def _reference_from_path(path) -> _Reference:
     import nibabel as nib
 
     path = Path(path)
-    from medgen.data.io import ITK_SUFFIXES, image_suffix, load_header
+    from medgen.data.io import ITK_SUFFIXES, image_suffix, is_dicom, load_header
 
-    if image_suffix(path) in ITK_SUFFIXES:
+    if image_suffix(path) in ITK_SUFFIXES or is_dicom(path):  # no NIfTI header to copy: geometry only
         h = load_header(path)
         return _Reference(h.affine, h.spatial_shape)
     if not path.exists():

@@ -7,6 +7,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import pytest
 
 from medgen.data.check import check_dataset, main
 
@@ -130,3 +131,101 @@ def test_labels_outside_the_expected_set(tmp_path):
         "training": [{"id": "a", "seg": "seg.nii.gz"}]}))
     report = check_dataset(tmp_path)
     assert [p[3] for p in report.problems] == ["labels outside the expected set [0.0, 1.0, 2.0, 4.0]: 3"]
+
+
+# ----- dimensions, OCT layouts, --keys forms, summary -----------------------------------------------------
+
+
+def test_4d_volumes_are_flagged(tmp_path):
+    cases = [_good_case(tmp_path, "a"), _good_case(tmp_path, "b")]
+    _img(tmp_path / "b" / "t2.nii.gz", np.ones((8, 8, 8, 5), np.float32))  # 5 time frames in one file
+    for extra in ({}, {"spatial_dims": 3}):
+        msgs = _messages(check_dataset(_write(tmp_path, cases, **extra)))
+        assert ("b", "t2", "4D image, shape (8, 8, 8, 5): 5 volumes (time frames or channels) in one file, but a "
+                           "key holds one 3D volume; split it into one file per volume") in msgs, msgs
+        assert not any(c == "a" for c, _, _ in msgs)
+    _img(tmp_path / "b" / "t2.nii.gz", np.ones((8, 8, 8, 1), np.float32))  # a trailing singleton is one volume
+    assert check_dataset(_write(tmp_path, cases)).ok
+
+
+def test_more_than_three_spatial_dims_are_flagged(tmp_path):
+    import SimpleITK as sitk
+
+    cases = [_good_case(tmp_path, "a")]
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((2, 8, 8, 8), np.float32), isVector=False), str(tmp_path / "a" / "t4.mha"))
+    cases[0]["t4"] = "a/t4.mha"
+    msgs = _messages(check_dataset(_write(tmp_path, cases)))
+    assert any(k == "t4" and "4D image, shape (8, 8, 8, 2): medgen reads 2D and 3D images" in m for _, k, m in msgs), msgs
+
+
+def _oct_dataset(root, spatial_dims=2):
+    rng = np.random.default_rng(0)
+    grey = rng.random((24, 32)).astype(np.float32)
+    _img(root / "normal" / "n1.nii.gz", np.repeat(grey[..., None], 3, axis=-1))  # (H, W, 3): normal scans
+    _img(root / "abnormal" / "a1.nii.gz", np.repeat(grey[None], 3, axis=0))  # (3, H, W): the AMD scans
+    _img(root / "abnormal" / "a2.nii.gz", np.repeat(grey[..., None], 3, axis=-1))
+    mask = np.zeros((24, 32), np.uint8)
+    mask[5:9, 5:9] = 1
+    _img(root / "masks" / "a2.nii.gz", mask)  # (H, W) mask of an (H, W, 3) scan
+    _img(root / "masks" / "a1.nii.gz", mask)  # and of a (3, H, W) scan
+    data = {"keys": {"image": "image", "mask": "label"},
+            "training": [{"id": "n1", "image": "normal/n1.nii.gz", "label": 0}],
+            "test": [{"id": "a1", "image": "abnormal/a1.nii.gz", "mask": "masks/a1.nii.gz", "label": 1},
+                     {"id": "a2", "image": "abnormal/a2.nii.gz", "mask": "masks/a2.nii.gz", "label": 1}]}
+    if spatial_dims:
+        data["spatial_dims"] = spatial_dims
+    (root / "dataset.json").write_text(json.dumps(data))
+    return root
+
+
+@pytest.mark.parametrize("spatial_dims", [2, None])
+def test_oct_layouts_the_pipeline_reads_pass(tmp_path, spatial_dims):
+    from medgen.data.io import load_bscan
+
+    ds = _oct_dataset(tmp_path, spatial_dims)
+    for f in ("normal/n1", "abnormal/a1", "abnormal/a2", "masks/a1"):  # what oct_anogan reads ...
+        assert load_bscan(tmp_path / f"{f}.nii.gz").shape == (24, 32)
+    rep = check_dataset(ds)  # ... check-data accepts
+    assert rep.ok, rep.format()
+
+
+def test_oct_files_the_pipeline_refuses_are_flagged(tmp_path):
+    ds = _oct_dataset(tmp_path)
+    grey = np.random.default_rng(1).random((24, 32)).astype(np.float32)
+    _img(tmp_path / "abnormal" / "a1.nii.gz", np.stack([grey, 1 - grey, grey], axis=-1))  # a colour image
+    _img(tmp_path / "masks" / "a2.nii.gz", np.zeros((24, 30), np.uint8))  # wrong size, and empty
+    _img(tmp_path / "normal" / "n1.nii.gz", np.ones((5, 6, 7), np.float32))  # a volume, not a B-scan
+    msgs = _messages(check_dataset(ds))
+    text = "\n".join(map(str, msgs))
+    assert any(c == "a1" and "colour image" in m for c, _, m in msgs), text
+    assert any(c == "a2" and k == "mask" and "shape (24, 30) differs from 'image' shape (24, 32)" in m for c, k, m in msgs), text
+    assert any(c == "n1" and "expected a 2D image" in m and "(5, 6, 7)" in m for c, _, m in msgs), text
+
+
+def test_keys_as_one_comma_list_or_several_words(tmp_path, capsys):
+    from medgen.cli import main as cli
+
+    ds = _write(tmp_path, [_good_case(tmp_path, "a"), _good_case(tmp_path, "b")])
+    assert main(ds, keys=["t1,t2,mask"]) == 0  # what argparse hands over for --keys t1,t2,mask
+    assert cli(["check-data", str(ds), "--keys", "t1,t2,mask"]) == 0
+    assert cli(["check-data", str(ds), "--keys", "t1", "t2", "mask"]) == 0
+    assert cli(["check-data", str(ds), "--keys", "t1,", "mask"]) == 0
+    assert "problem(s):" not in capsys.readouterr().out
+    assert cli(["check-data", str(ds), "--keys", "t1,flair"]) == 1
+    assert "has no key 'flair'" in capsys.readouterr().out
+
+
+def test_summary_is_one_line_per_dataset(tmp_path, capsys):
+    from medgen.cli import main as cli
+
+    good = _write(tmp_path / "good", [_good_case(tmp_path / "good", "a"), _good_case(tmp_path / "good", "b")])
+    bad = _write(tmp_path / "bad", [_good_case(tmp_path / "bad", "a")])
+    (tmp_path / "bad" / "a" / "t2.nii.gz").unlink()
+    assert cli(["check-data", str(good), "--summary"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"OK  {good / 'dataset.json'}: 2 case(s) (training 2, validation 0, test 0), 6 file(s), "
+                   "keys t1, t2, mask, no problems"]
+    assert cli(["check-data", str(good), str(bad), "--summary"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("OK  ") and out[1].startswith(f"PROBLEMS  {bad / 'dataset.json'}: 1 case(s)")
+    assert out[1].endswith("1 problem(s):") and "case a, key t2: missing file" in out[2] and len(out) == 3

@@ -107,3 +107,17 @@ def test_from_folder_folder_patterns_and_incomplete(tmp_path):
         dl = datalist_from_folder(tmp_path, {"t1": "*/t1.nii.gz", "ct": "*/ct.nii.gz"}, missing="skip",
                                   split=(1, 0, 0))
     assert sorted(c["id"] for c in dl.training) == ["case0", "case1"]
+
+
+def test_from_folder_never_splits_three_subjects_three_zero_zero(tmp_path):
+    import warnings as _warnings
+
+    for c in ("s1", "s2", "s3"):
+        _touch(tmp_path / f"{c}_t1.nii.gz")
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")  # nothing to warn about: every split gets one subject
+        dl = datalist_from_folder(tmp_path, {"t1": "*_t1.nii.gz"}, split=(0.8, 0.1, 0.1))
+    assert (len(dl.training), len(dl.validation), len(dl.test)) == (1, 1, 1)
+    (tmp_path / "s3_t1.nii.gz").unlink()
+    with pytest.warns(UserWarning, match=r"leave the test split\(s\) empty \(training 1, validation 1, test 0\)"):
+        datalist_from_folder(tmp_path, {"t1": "*_t1.nii.gz"})
