@@ -49,7 +49,7 @@ def peak_rss_mb() -> float:
 
 def run_one(name: str, data, root: Path, overrides: list[str]) -> dict:
     """Train one model with the engine, then evaluate it on its held-out split (PCA on the same split)."""
-    from medgen.engine.api import build_config, train_config
+    from medgen.engine.commands import build_config, train_config
     from medgen.pipelines.expression_vae_eval import evaluate_run
 
     cls, cfg = build_config("expression_vae", None, [f"data.dataset={data}", f"output.root={root}",
@@ -136,7 +136,7 @@ def tsne_preview(run_dir: str, out_png: Path, title: str) -> None:
 
 
 def _labels_of(run_dir, index):
-    from medgen.engine.api import load_trained
+    from medgen.engine.commands import load_trained
 
     _, _, stages, _ = load_trained(run_dir, device="cpu")
     p = stages[0]
@@ -181,7 +181,7 @@ def real_datasets(tmp: Path, quick: bool) -> dict[str, Path]:
 
 # ----- speed -----------------------------------------------------------------------------------------------------
 def speed(tmp: Path, n: int, f: int, epochs: float, device: str) -> dict:
-    from medgen.engine.api import build_config, load_trained, train_config
+    from medgen.engine.commands import build_config, load_trained, train_config
 
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(n, 20)) @ rng.normal(size=(20, f)) + rng.normal(size=(n, f))).astype(np.float32)

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import medgen.pipelines.lesion_uda as L  # noqa: E402
-from medgen.engine.api import build_config, train_config  # noqa: E402
+from medgen.engine.commands import build_config, train_config  # noqa: E402
 from medgen.metrics import format_table  # noqa: E402
 
 MODES = ("source_only", "uda", "uda_last_layer", "target_supervised")

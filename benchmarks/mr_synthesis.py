@@ -110,7 +110,7 @@ def run_task(label: str, dataset: Path, target: str, epochs: float, runs: Path, 
     with 64^3 windows, so that each 48^3 phantom is trained whole (padded with background), as the reference
     trained whole volumes; `epochs` and the compressed schedule as otherwise (150 epochs = the paper's 100 + 50).
     """
-    from medgen.engine.api import build_config, load_trained, train_config
+    from medgen.engine.commands import build_config, load_trained, train_config
     from medgen.pipelines.mr_synthesis_baselines import HistogramMatching, PolynomialRegression
 
     scale = (["data.patch_size=[64,64,64]", "model.ngf=64", "model.ndf=64", "train.batch_size=6", "model.lr=2e-4"]

@@ -70,7 +70,7 @@ def peak_rss_mb() -> float:
 
 
 def train_variant(name, dataset, runs, steps, extra=()):
-    from medgen.engine.api import build_config, load_trained, train_config
+    from medgen.engine.commands import build_config, load_trained, train_config
 
     overrides = [f"data.dataset={dataset}", f"output.root={runs}", f"output.name={name.replace('+', '_')}",
                  "output.overwrite=true", *cpu_overrides(steps), *VARIANTS[name], *extra]

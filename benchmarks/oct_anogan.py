@@ -73,7 +73,7 @@ def real_dataset(folder: Path) -> Path:
 def throughput(run_dir: str, split: str = "test", max_images: int = 20) -> dict:
     """Whole-B-scan scoring speed (images/s) of a trained run on the first `max_images` test scans (threshold
     not included)."""
-    from medgen.engine.api import load_trained
+    from medgen.engine.commands import load_trained
 
     _, _, stages, _ = load_trained(run_dir, device="cpu")
     p = stages[-1]
@@ -104,7 +104,7 @@ def scaled(settings: list[str], factor: float, mapping_steps: int | None = None)
 
 
 def run_dataset(tag: str, dataset: Path | None, work: Path, out: Path, seed: int = 0) -> dict:
-    from medgen.engine.api import build_config, infer, train_config
+    from medgen.engine.commands import build_config, infer, train_config
     from medgen.pipelines.oct_anogan import _phantom_dataset, evaluate_anomaly
     from medgen.pipelines.oct_anogan_scoring import read_scores
 

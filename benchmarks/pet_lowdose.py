@@ -33,7 +33,7 @@ def peak_rss_mb() -> float:
 
 
 def train(name, dataset, root, steps, extra, seed=0):
-    from medgen.engine.api import build_config, train_config
+    from medgen.engine.commands import build_config, train_config
 
     overrides = [f"data.dataset={dataset}", f"train.iterations={steps}", f"train.val_every={max(steps // 4, 1)}",
                  "train.progress=off", f"train.log_every={max(steps // 20, 1)}", f"train.seed={seed}",
@@ -62,7 +62,7 @@ def evaluate_methods(runs: dict, dataset, gauss_val=True, regions=None):
     """Per-case rows for every method on the test split of `dataset`, plus the chosen baseline settings."""
     import torch
 
-    from medgen.engine.api import load_trained
+    from medgen.engine.commands import load_trained
     from medgen.engine.cascade import cascade_predict
     from medgen.pipelines.pet_lowdose_baselines import (
         case_metrics, choose_gaussian_sigma, choose_nlm_h, gaussian_smooth, nlm_denoise)
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
         # ---- group-average receptor maps: shape / I-O check with the phantom-trained 2-stage model ----------
         import nibabel as nib
 
-        from medgen.engine.api import infer
+        from medgen.engine.commands import infer
 
         maps = sorted((SHARED / "receptor_pet_group_averages").glob("*.nii"))
         if maps:

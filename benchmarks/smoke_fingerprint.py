@@ -52,7 +52,7 @@ def _floats(metrics: dict) -> dict:
 def fingerprint(name: str, tmp: Path) -> dict:
     import torch
 
-    from medgen.engine import api
+    from medgen.engine import commands as api
     from medgen.engine.cascade import cascade_predict
 
     torch.set_num_threads(1)
@@ -79,8 +79,9 @@ def fingerprint(name: str, tmp: Path) -> dict:
 
 
 def compare(before: dict, after: dict) -> int:
+    """What moved between two fingerprint files, for the pipelines `after` holds (a subset may be re-run)."""
     moved = 0
-    for name in sorted(set(before) | set(after)):
+    for name in sorted(after):
         a, b = before.get(name), after.get(name)
         if a == b:
             print(f"{name}: identical")

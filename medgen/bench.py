@@ -58,7 +58,7 @@ def _measure_steps(trainer, batches, steps: int, warmup: int) -> float:
 def bench_one(name: str, config: str | None, overrides: list[str], steps: int, warmup: int, volume: int,
               plain: bool = True) -> dict:
     """Measure one pipeline in this process."""
-    from medgen.engine.api import build_config
+    from medgen.engine.commands import build_config
     from medgen.engine.logging import RunLogger
     from medgen.engine.trainer import Trainer, resolve_device
 
@@ -129,7 +129,7 @@ def memory_scaling(sizes=(128, 192, 256), ngf: int = 64, window: int = 64, windo
         code = (
             "import json, resource, time, torch\n"
             "from medgen.registry import NETWORKS\n"
-            "from medgen.engine.inference import sliding_window\n"
+            "from medgen.inference.windows import sliding_window\n"
             f"net = NETWORKS.build('unet', 3, in_channels=1, out_channels=1, ngf={ngf}, patch_size=[{window}]*3).eval()\n"
             "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
             f"x = torch.rand(1, 1, {size}, {size}, {size})\n"

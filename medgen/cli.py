@@ -23,6 +23,8 @@ def _cmd_list(args) -> int:
     print("pipelines:")
     for name in PIPELINES.names():
         print(f"  {name:18s} {PIPELINES.get(name).description}")
+    for module, error in PIPELINES.broken.items():
+        print(f"  (not loaded: {module}: {error})")
     print("networks:")
     print("  " + ", ".join(NETWORKS.names()))
     from medgen.data.phantoms import PHANTOM_KINDS
@@ -128,7 +130,7 @@ def _add_train(sub):
 
 
 def _cmd_train(args) -> int:
-    from medgen.engine.api import train
+    from medgen.engine.commands import train
 
     summary = train(args.pipeline, args.config, args.overrides, resume=args.resume, overwrite=args.overwrite)
     if summary and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
@@ -151,7 +153,7 @@ def _add_infer(sub):
 
 
 def _cmd_infer(args) -> int:
-    from medgen.engine.api import infer
+    from medgen.engine.commands import infer
 
     result = infer(args.run, args.dataset, split=args.split, out=args.out, checkpoint=args.checkpoint,
                    overwrite=args.overwrite, device=args.device)
@@ -162,7 +164,8 @@ def _cmd_infer(args) -> int:
 def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="metrics of predictions against references: per_case.csv, summary.json, report.md")
     p.add_argument("predictions", help="a predictions folder (written by medgen infer)")
-    p.add_argument("references", help="the dataset folder holding the references (dataset.json)")
+    p.add_argument("references", nargs="?", default=None,
+                   help="the dataset folder holding the references (default: the dataset the manifest records)")
     p.add_argument("--out", default=None, help="output folder (default: <predictions>/../eval)")
     p.add_argument("--run", default=None, help="the run whose pipeline defines the metrics (default: from predictions)")
     p.add_argument("--split", default="test")
@@ -171,7 +174,7 @@ def _add_evaluate(sub):
 
 
 def _cmd_evaluate(args) -> int:
-    from medgen.engine.api import evaluate
+    from medgen.engine.commands import evaluate
 
     summary = evaluate(args.predictions, args.references, out=args.out, run=args.run, split=args.split,
                        overwrite=args.overwrite)
@@ -191,7 +194,7 @@ def _add_export(sub):
 
 
 def _cmd_export(args) -> int:
-    from medgen.engine.api import export
+    from medgen.engine.commands import export
 
     for path in export(args.run, fmt=args.format, network=args.network, out=args.out, checkpoint=args.checkpoint):
         print(f"wrote {path}")

@@ -1,6 +1,6 @@
 import json
 
-import tests.pipelines.volume_example  # noqa: F401  (registers volume_example)
+import medgen.pipelines._template  # noqa: F401  (registers template_translation)
 from medgen.bench import bench_one, format_results, memory_scaling
 from medgen.data.phantoms import write_phantom_dataset
 
@@ -8,14 +8,14 @@ from medgen.data.phantoms import write_phantom_dataset
 def test_bench_one_measures_and_compares(tmp_path):
     root = tmp_path / "d"
     write_phantom_dataset("head", root, n_cases=4, seed=1, shape=(16, 16, 16))
-    r = bench_one("volume_example", None, [f"data.dataset={root}", "data.patch_size=[16,16,16]", "model.ngf=4"],
+    r = bench_one("template_translation", None, [f"data.dataset={root}", "data.patch_size=[16,16,16]", "model.ngf=4"],
                   steps=2, warmup=1, volume=24)
     for key in ("steps_per_s", "samples_per_s", "voxels_per_s", "data_batches_per_s", "speedup_vs_plain",
                 "volume_inference_s", "peak_memory_mb"):
         assert r[key] > 0, key
     assert r["patch"] == [16, 16, 16] and r["amp"] == "None"  # CPU: no autocast
     table = format_results([r, {"pipeline": "x", "error": ["boom"]}])
-    assert "volume_example" in table and "error: boom" in table
+    assert "template_translation" in table and "error: boom" in table
     json.dumps(r)
 
 

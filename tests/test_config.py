@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from medgen.config import apply_overrides, from_dict, load_config, save_config, to_dict
-from medgen.engine.options import PipelineConfig
+from medgen.config.sections import PipelineConfig
 from medgen.errors import ConfigError
 
 

@@ -195,15 +195,17 @@ class PatchDataset(_torch_dataset_base()):
 
     Deterministic given (seed, i) whatever the worker, order or resume point. `cases` are pre-loaded
     dicts of (C, *spatial) arrays (see `load_cases`); `case_weights` optionally biases the case draw.
-    Items are dicts of torch tensors plus "case_id", "case_index" and "centre".
+    Items are dicts of torch tensors plus "case_id", "case_index" and "centre". An endless dataset:
+    `epoch_size` (default 100 patches per case) is what the trainer counts as one epoch.
     """
 
     def __init__(self, cases: Sequence[Mapping[str, Any]], sampler: PatchSampler, input_keys: Sequence[str],
                  target_keys: Sequence[str] = (), seed: int = 0, length: int = 10**9,
-                 case_weights: Sequence[float] | None = None):
+                 case_weights: Sequence[float] | None = None, epoch_size: int | None = None):
         if not cases:
             raise DataError(None, "PatchDataset got no cases")
         self.cases = list(cases)
+        self.epoch_size = int(epoch_size) if epoch_size else 100 * len(self.cases)
         self.sampler, self.input_keys, self.target_keys = sampler, list(input_keys), list(target_keys)
         self.seed, self.length = int(seed), int(length)
         if case_weights is not None:

@@ -3,7 +3,8 @@
 pet_lowdose's progressive refinement (Wang et al. 2018) and mr_to_ct's auto-context model (Nie et al. 2017)
 both train their stages in sequence and run them in sequence at test time; this module is the one place
 that does it. A cascade-capable pipeline reads `self.previous` (the trained earlier stages) and, for
-stage k > 1, adds `case["previous"]` (stage k-1's estimate) to its inputs.
+stage k > 1, reads `case["previous"]` (stage k-1's estimate; `Pipeline.with_previous` adds it to the cases
+a stage trains and validates on) as an extra input.
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ from pathlib import Path
 import torch
 
 from medgen.engine.checkpoint import load_checkpoint
-
-PREVIOUS_KEY = "previous"
+from medgen.pipelines.base import PREVIOUS_KEY
 
 
 @torch.no_grad()
-def cascade_predict(stages, case: dict, output_key: str = "output") -> list[dict]:
+def cascade_predict(stages, case, output_key: str = "output") -> list[dict]:
     """Run the stages in order on one case; returns every stage's prediction (stage 1 first)."""
     predictions = []
     current = case
@@ -28,19 +28,8 @@ def cascade_predict(stages, case: dict, output_key: str = "output") -> list[dict
         prediction = stage.predict_case(current)
         predictions.append(prediction)
         if k + 1 < len(stages):
-            current = dict(case, **{PREVIOUS_KEY: prediction[output_key].detach().float().cpu()})
+            current = case.with_arrays(**{PREVIOUS_KEY: prediction[output_key].detach().float().cpu()})
     return predictions
-
-
-def add_previous_estimates(stages, cases: list[dict], output_key: str = "output") -> list[dict]:
-    """Cases with `previous` set to the last of `stages`' estimate (the input of the next stage)."""
-    if not stages:
-        return cases
-    out = []
-    for case in cases:
-        last = cascade_predict(stages, case, output_key)[-1]
-        out.append(dict(case, **{PREVIOUS_KEY: last[output_key].detach().float().cpu()}))
-    return out
 
 
 def load_stage_weights(pipeline, checkpoint: Path | dict) -> dict:

@@ -14,13 +14,14 @@ import torch
 class StepSampler(torch.utils.data.Sampler):
     """Endless index stream for one rank, starting at batch number `start_batch`.
 
-    - Procedural datasets (`dataset.procedural` is True, e.g. random patches): index = global sample counter.
+    - Endless datasets (they declare `epoch_size`; item i is a fresh sample drawn from (seed, i), e.g. random
+      patches): index = global sample counter.
     - Finite datasets: a fresh permutation per epoch, seeded by (seed, epoch), shared by all ranks; each
       rank takes its own slice of every global batch.
     """
 
     def __init__(self, dataset, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, start_batch: int = 0):
-        self.procedural = bool(getattr(dataset, "procedural", False))
+        self.procedural = getattr(dataset, "epoch_size", None) is not None
         self.n = len(dataset)
         self.batch_size = batch_size
         self.seed = seed

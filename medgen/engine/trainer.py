@@ -134,17 +134,16 @@ class Trainer:
                 self.tcfg.seed,
                 self.device,
                 self.dist.world_size,
-                {"amp": str(self.amp), "pipeline": p.name, "total_steps": self.total_steps},
+                {"amp": str(self.amp), "pipeline": p.name, "total_steps": self.total_steps,
+                 "dataset": p.dataset_ref},
             )
         ddp.barrier()
 
     def _steps_per_epoch(self) -> int:
+        """Samples in an epoch / global batch: `train.samples_per_epoch`, else an endless dataset's
+        declared `epoch_size`, else the length of a finite one."""
         global_batch = self.tcfg.batch_size * self.dist.world_size
-        if getattr(self.dataset, "procedural", False):
-            n_cases = len(getattr(self.dataset, "cases", [])) or 1
-            samples = self.tcfg.samples_per_epoch or 100 * n_cases
-        else:
-            samples = len(self.dataset)
+        samples = self.tcfg.samples_per_epoch or getattr(self.dataset, "epoch_size", None) or len(self.dataset)
         return max(1, math.ceil(samples / global_batch))
 
     def _loader(self, start_step: int):
@@ -355,7 +354,7 @@ class Trainer:
             if i == 0 and self.dist.is_main:
                 images = p.preview(case, prediction)
                 if images:
-                    case_id = case.get("id", "case")
+                    case_id = getattr(case, "id", None) or "case"
                     path = contained_path(self.run_dir / "previews", f"step{step:07d}_{case_id}.png")
                     save_montage(images, path, title=f"{case_id} at step {step}")
         sums = ddp.reduce_sums(sums, self.device)

@@ -15,7 +15,7 @@ from medgen.metrics.anomaly import (
     threshold_at_specificity,
 )
 from medgen.metrics.image import image_metrics, mae, mse, ncc, nmse, psnr, ssim
-from medgen.metrics.report import format_table, summarise, write_report
+from medgen.metrics.tables import format_table, summarise, write_report
 from medgen.metrics.segmentation import dice, hd95, lesion_f1, segmentation_metrics, volume_error
 
 __all__ = [

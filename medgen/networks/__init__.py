@@ -1,10 +1,8 @@
 """Shared generator / discriminator blocks. Importing this package registers every class in
-`medgen.registry.NETWORKS` (names in brackets):
-
-unet (UNetGenerator), fcn_nie (ValidConvFCN), resnet_generator (ResNetGenerator),
-dcgan_generator / dcgan_discriminator, wgan_resnet_generator / wgan_resnet_critic / izi_encoder,
-mlp_encoder / mlp_decoder / tybalt_vae / adage_dae, patchgan (PatchDiscriminator),
-nie_discriminator (CTDiscriminator), deepmedic (DeepMedic), domain_discriminator (MultiLayerDomainDiscriminator).
+`medgen.registry.NETWORKS`, under its class name in snake_case: unet_generator, nie_fcn, resnet_generator,
+dcgan_generator, dcgan_discriminator, wgan_resnet_generator, wgan_resnet_critic, izi_encoder, mlp_encoder,
+mlp_decoder, tybalt_vae, adage_autoencoder, patch_discriminator, nie_discriminator, deepmedic,
+domain_discriminator, conv_autoencoder, unet_segmenter.
 """
 
 from __future__ import annotations
@@ -12,39 +10,39 @@ from __future__ import annotations
 from medgen.networks.dcgan import DCGANDiscriminator, DCGANGenerator
 from medgen.networks.deepmedic import DeepMedic, DeepMedicSizes
 from medgen.networks.domain import (
+    DomainDiscriminator,
     GradientReversal,
     GradReverse,
-    MultiLayerDomainDiscriminator,
     center_crop,
     grad_reverse,
     ramp_weight,
 )
-from medgen.networks.fcn import ValidConvFCN
+from medgen.networks.fcn import NieFCN
 from medgen.networks.init import init_weights
-from medgen.networks.mlp import VAE, DenoisingAutoencoder, MLPDecoder, MLPEncoder
-from medgen.networks.patchgan import CTDiscriminator, PatchDiscriminator
+from medgen.networks.mlp import AdageAutoencoder, MLPDecoder, MLPEncoder, TybaltVAE
+from medgen.networks.patchgan import NieDiscriminator, PatchDiscriminator
 from medgen.networks.resnet import ResNetGenerator
 from medgen.networks.unet import UNetGenerator, unet_depth_for_patch
-from medgen.networks.wgan import Encoder, WGANResNetCritic, WGANResNetGenerator
+from medgen.networks.wgan import IziEncoder, WGANResNetCritic, WGANResNetGenerator
 
 __all__ = [
-    "CTDiscriminator",
+    "AdageAutoencoder",
     "DCGANDiscriminator",
     "DCGANGenerator",
     "DeepMedic",
     "DeepMedicSizes",
-    "DenoisingAutoencoder",
-    "Encoder",
+    "DomainDiscriminator",
     "GradReverse",
     "GradientReversal",
+    "IziEncoder",
     "MLPDecoder",
     "MLPEncoder",
-    "MultiLayerDomainDiscriminator",
+    "NieDiscriminator",
+    "NieFCN",
     "PatchDiscriminator",
     "ResNetGenerator",
+    "TybaltVAE",
     "UNetGenerator",
-    "VAE",
-    "ValidConvFCN",
     "WGANResNetCritic",
     "WGANResNetGenerator",
     "center_crop",

@@ -3,7 +3,7 @@
 - `GradientReversal`: identity forward, gradient times -weight backward.
 - `GradReverse(weight)`: the module form; `set_weight(w)` per step (e.g. with `ramp_weight`).
 - `ramp_weight(step, warmup, ramp, max_weight)`: 0 during warm-up, then rising to max_weight over `ramp` steps.
-- `MultiLayerDomainDiscriminator`: feature maps from several segmenter layers -> one domain logit.
+- `DomainDiscriminator`: feature maps from several segmenter layers -> one domain logit.
 MONAI has none of these.
 """
 
@@ -21,7 +21,7 @@ from medgen.errors import ConfigError
 from medgen.networks.init import act_layer, check_spatial_dims, is_batch_norm, norm_layer, to_tuple
 from medgen.registry import NETWORKS
 
-__all__ = ["GradientReversal", "GradReverse", "grad_reverse", "ramp_weight", "center_crop", "MultiLayerDomainDiscriminator"]
+__all__ = ["GradientReversal", "GradReverse", "grad_reverse", "ramp_weight", "center_crop", "DomainDiscriminator"]
 
 
 class GradientReversal(torch.autograd.Function):
@@ -109,7 +109,7 @@ class _ResBlock(nn.Module):
 
 
 @NETWORKS.register("domain_discriminator")
-class MultiLayerDomainDiscriminator(nn.Module):
+class DomainDiscriminator(nn.Module):
     """Domain classifier on feature maps tapped from several segmenter layers (Kamnitsas et al. 2017).
 
     forward(features: list of (B, C_i, *spatial_i)) -> domain logit (B, 1). Each map is centre-cropped
@@ -131,7 +131,7 @@ class MultiLayerDomainDiscriminator(nn.Module):
         if resize not in ("crop", "resample"):
             raise ConfigError(f"resize must be 'crop' or 'resample', got {resize!r}")
         if not channels:
-            raise ConfigError("MultiLayerDomainDiscriminator needs at least one entry in channels")
+            raise ConfigError("DomainDiscriminator needs at least one entry in channels")
         self.resize = resize
         self.target_size = to_tuple(target_size, spatial_dims, "target_size") if target_size is not None else None
         conv = Conv[Conv.CONV, spatial_dims]
@@ -162,7 +162,7 @@ class MultiLayerDomainDiscriminator(nn.Module):
         if isinstance(features, torch.Tensor):
             features = [features]
         if not features:
-            raise ConfigError("MultiLayerDomainDiscriminator got an empty feature list")
+            raise ConfigError("DomainDiscriminator got an empty feature list")
         for f in features:
             if f.dim() != self.spatial_dims + 2:
                 raise ConfigError(f"feature maps must be (B, C, {self.spatial_dims} spatial dims), got {tuple(f.shape)}")

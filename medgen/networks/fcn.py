@@ -17,7 +17,7 @@ from medgen.errors import ConfigError
 from medgen.networks.init import check_spatial_dims, is_batch_norm, to_tuple
 from medgen.registry import NETWORKS
 
-__all__ = ["ValidConvFCN"]
+__all__ = ["NieFCN"]
 
 
 def _norm_arg(norm):
@@ -27,8 +27,8 @@ def _norm_arg(norm):
     return norm
 
 
-@NETWORKS.register("fcn_nie")
-class ValidConvFCN(nn.Module):
+@NETWORKS.register("nie_fcn")
+class NieFCN(nn.Module):
     """Valid-convolution FCN (Nie et al. 2017) for 2D or 3D.
 
     Args:
@@ -90,7 +90,7 @@ class ValidConvFCN(nn.Module):
         out = tuple(s - 2 * self.margin for s in size)
         if min(out) < 1:
             raise ConfigError(
-                f"input size {size} is too small for ValidConvFCN: it loses {self.margin} voxels per side, "
+                f"input size {size} is too small for NieFCN: it loses {self.margin} voxels per side, "
                 f"so each side needs at least {2 * self.margin + 1}"
             )
         return out
@@ -106,7 +106,7 @@ class ValidConvFCN(nn.Module):
         """Returns the output, or (output, features): the output of every hidden layer, first to last."""
         if not torch.jit.is_tracing() and not torch.jit.is_scripting():
             if x.dim() != self.spatial_dims + 2:
-                raise ConfigError(f"ValidConvFCN expects (B, C, {self.spatial_dims} spatial dims), got {tuple(x.shape)}")
+                raise ConfigError(f"NieFCN expects (B, C, {self.spatial_dims} spatial dims), got {tuple(x.shape)}")
             self.output_size(tuple(int(s) for s in x.shape[2:]))
         feats = []
         h = x

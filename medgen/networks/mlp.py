@@ -18,7 +18,7 @@ from medgen.errors import ConfigError
 from medgen.networks.init import act_layer
 from medgen.registry import NETWORKS
 
-__all__ = ["MLPEncoder", "MLPDecoder", "VAE", "DenoisingAutoencoder"]
+__all__ = ["MLPEncoder", "MLPDecoder", "TybaltVAE", "AdageAutoencoder"]
 
 
 def _norm1d(norm, features: int) -> nn.Module:
@@ -105,7 +105,7 @@ class MLPDecoder(nn.Module):
 
 
 @NETWORKS.register("tybalt_vae")
-class VAE(nn.Module):
+class TybaltVAE(nn.Module):
     """Tybalt VAE. forward(x, sample=None) -> (recon, mu, logvar, z).
 
     z = mu + exp(logvar / 2) * eps when sampling; `sample=None` samples in training mode and uses z = mu in
@@ -143,8 +143,8 @@ class VAE(nn.Module):
         return self.decoder(z), mu, logvar, z
 
 
-@NETWORKS.register("adage_dae")
-class DenoisingAutoencoder(nn.Module):
+@NETWORKS.register("adage_autoencoder")
+class AdageAutoencoder(nn.Module):
     """ADAGE-style single-layer denoising autoencoder (Tan et al. 2016): sigmoid encoder and decoder.
 
     forward(x) -> (recon, h). In training mode each input is zeroed with probability `corruption` (masking

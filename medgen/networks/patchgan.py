@@ -18,10 +18,10 @@ from medgen.errors import ConfigError
 from medgen.networks.init import act_layer, check_spatial_dims, is_batch_norm, norm_layer, to_tuple
 from medgen.registry import NETWORKS
 
-__all__ = ["PatchDiscriminator", "CTDiscriminator"]
+__all__ = ["PatchDiscriminator", "NieDiscriminator"]
 
 
-@NETWORKS.register("patchgan")
+@NETWORKS.register("patch_discriminator")
 class PatchDiscriminator(nn.Module):
     """pix2pix PatchGAN: Conv k4 s2 (ndf) + LeakyReLU; n_layers - 1 times Conv k4 s2 + norm + LeakyReLU
     (channels doubling to 8 * ndf); Conv k4 s1 + norm + LeakyReLU; Conv k4 s1 -> out_channels logits map.
@@ -108,7 +108,7 @@ class PatchDiscriminator(nn.Module):
 
 
 @NETWORKS.register("nie_discriminator")
-class CTDiscriminator(nn.Module):
+class NieDiscriminator(nn.Module):
     """Nie et al. 2017 discriminator on the CT patch alone: conv 5^3 32; conv 3^3 64; conv 3^3 64; conv 3^3 32
     (valid, stride 1 by default, + norm + act); flatten; FC 128 + act; FC 1 -> a LINEAR logit (B, 1).
     The reference code applies ReLU to the logit, which kills the gradient for negative logits; not here.
@@ -137,7 +137,7 @@ class CTDiscriminator(nn.Module):
             size = [(d - k) // s + 1 for d in size]
             cin = c
         if min(size) < 1:
-            raise ConfigError(f"CTDiscriminator input_size {self.input_size} is too small for its valid convolutions")
+            raise ConfigError(f"NieDiscriminator input_size {self.input_size} is too small for its valid convolutions")
         self.blocks = nn.ModuleList(blocks)
         self.fc1 = nn.Sequential(nn.Linear(cin * int(torch.tensor(size).prod()), fc_channels), act_layer(act))
         self.fc2 = nn.Linear(fc_channels, 1)
@@ -145,7 +145,7 @@ class CTDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor, return_features: bool = False):
         if not torch.jit.is_tracing() and not torch.jit.is_scripting():
             if x.dim() != self.spatial_dims + 2 or tuple(int(s) for s in x.shape[2:]) != self.input_size:
-                raise ConfigError(f"CTDiscriminator expects (B, C) + {self.input_size}, got {tuple(x.shape)}")
+                raise ConfigError(f"NieDiscriminator expects (B, C) + {self.input_size}, got {tuple(x.shape)}")
         feats = []
         h = x
         for block in self.blocks:

@@ -33,7 +33,7 @@ def unet_depth_for_patch(patch_size) -> int:
     return n
 
 
-@NETWORKS.register("unet")
+@NETWORKS.register("unet_generator")
 class UNetGenerator(nn.Module):
     """pix2pix U-Net: k4 s2 conv down blocks, k4 s2 transposed-conv up blocks, concatenating skips.
 

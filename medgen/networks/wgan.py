@@ -22,7 +22,7 @@ from medgen.errors import ConfigError
 from medgen.networks.init import act_layer, check_spatial_dims, log2_int, norm_layer
 from medgen.registry import NETWORKS
 
-__all__ = ["WGANResNetGenerator", "WGANResNetCritic", "Encoder", "ResBlockUpDown"]
+__all__ = ["WGANResNetGenerator", "WGANResNetCritic", "IziEncoder", "ResBlockUpDown"]
 
 
 class ResBlockUpDown(nn.Module):
@@ -158,7 +158,7 @@ class WGANResNetCritic(nn.Module):
 
 
 @NETWORKS.register("izi_encoder")
-class Encoder(WGANResNetCritic):
+class IziEncoder(WGANResNetCritic):
     """f-AnoGAN izi_f encoder: the critic topology with a tanh-bounded latent (B, latent_dim) output.
 
     Args: spatial_dims, in_channels, image_size, dim, norm (as the critic), latent_dim (128, = the generator's).

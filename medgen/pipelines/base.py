@@ -1,43 +1,69 @@
-"""The pipeline contract. A pipeline says WHAT to train; the shared engine (`medgen.engine.trainer`)
-owns HOW: loops, AMP, distributed gradient averaging, checkpoints, logging, previews, validation,
-sliding-window inference and writing outputs.
+"""The pipeline contract: a pipeline says WHAT to train and predict; the engine (`medgen.engine`) owns HOW
+(loops, AMP, distributed gradients, checkpoints, logging, previews, validation, whole-dataset inference,
+writing and evaluating outputs). Every name below is checked when the pipeline is registered.
 
-A pipeline declares:
-- `config_class`: a typed config (paper defaults, each naming its source);
-- `input_keys` / `target_keys`: the dataset keys it reads (the same words as in dataset.json);
-- `build_networks()` -> {name: nn.Module} and `build_optimizers(networks)` -> {name: Optimizer};
-- `train_dataset()`: a torch Dataset whose item i is deterministic given i (so resume is exact);
-- `train_step(batch)` -> {name: scalar tensor} (and optionally `critic_step(batch)`, run
-  `critic_steps` times per train step with fresh batches, for WGAN-style alternation);
-- `infer_step(batch)` -> {name: tensor} on a batch of windows / images;
-- `validation_cases()` and `evaluate_case(prediction, case)` -> {metric: float} for the key metric.
+| name | must / may | meaning (default) |
+|---|---|---|
+| `name`, `description` | must | registry key (= the config's `pipeline`); one line for `medgen list` |
+| `config_class` | must | a `PipelineConfig` dataclass with the paper's defaults, each naming its source |
+| `spatial_dims` | may | 3 volumes, 2 images, 0 tables (3) |
+| `phantom` | may | embedded dataset kind used when `data.dataset` is empty (None: a dataset is required) |
+| `case_keys()` | may | the dataset keys a case is read from, as `medgen.data.cases.CaseKey`s ([]) |
+| `prepare_case(case)` | may | method-specific checks / normalisation of a loaded `Case` (unchanged) |
+| `data_source()` | may | where cases come from: image datasets are read through `case_keys` (override for tables) |
+| `train_dataset()` | must | a torch Dataset; item i a pure function of (seed, i); an endless one sets `epoch_size` |
+| `validation_cases()` | may | cases scored during training (the validation split) |
+| `build_networks()` | must | {name: nn.Module} |
+| `build_optimizers(networks)` | must | {name: Optimizer} |
+| `build_schedulers(optimizers, total_steps)` | may | {name: scheduler}, stepped once per train step ({}) |
+| `train_step(batch)` | must | one update; returns {name: scalar tensor} to log |
+| `critic_steps`, `critic_step(batch)` | may | critic updates before each train step, each on a fresh batch (0) |
+| `ema_network` | may | the network an EMA follows when `train.ema_decay > 0` (None) |
+| `num_stages(config)` | may | cascade stages trained in sequence; stage k sees `case["previous"]` (1) |
+| `predict_case(case)` | must | {name: tensor} for one whole case, on the CPU |
+| `output_name` | may | the main prediction, fed to the next cascade stage ("output") |
+| `evaluate_case(prediction, case)` | may | {metric: float} for one case ({}) |
+| `key_metric`, `key_metric_mode` | may | the validation metric that picks best.pt, "min" or "max" ("loss", "min") |
+| `preview(case, prediction)` | may | named images for the validation montage ({}) |
+| `write_outputs(case, prediction, out)` | may | files for one case through `out` (an `OutputFolder`); manifest entries |
+| `export_examples()` | may | {network: example input} worth exporting ({}) |
+| `state_dict()`, `load_state_dict(state)` | may | pipeline state saved beside the networks (e.g. fitted scalers) |
 
-Inside steps, call `self.update(optimizer_name, loss)`: the engine then does zero-grad, backward (with the
-fp16 scaler when used), cross-rank gradient averaging, clipping, the non-finite check and the step.
+Services the engine provides inside steps: `update(optimizer, loss)` (zero-grad, backward, cross-rank
+averaging, clipping, non-finite check, step), `frozen(*networks)`, `inference_network(name)` (its EMA copy
+when kept), `epoch`, `step`, `device`, `config`, `stage`, `previous`, `data` (the `CaseSource`).
+How to write one: docs/extending.md, and the `_template` pipeline to copy.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from medgen.engine.options import PipelineConfig
+from medgen.config.sections import PipelineConfig
+from medgen.errors import ConfigError
+
+PREVIOUS_KEY = "previous"  # a cascade stage's input from the stage before it
 
 
 class Pipeline:
-    name: ClassVar[str] = "base"
+    # ----- identity ----------------------------------------------------------------------------------
+    name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     config_class: ClassVar[type] = PipelineConfig
+    # ----- data --------------------------------------------------------------------------------------
     spatial_dims: ClassVar[int] = 3
-    input_keys: ClassVar[tuple[str, ...]] = ("image",)
-    target_keys: ClassVar[tuple[str, ...]] = ()
+    phantom: ClassVar[str | None] = None
+    # ----- method --------------------------------------------------------------------------------------
+    critic_steps: int = 0
+    ema_network: ClassVar[str | None] = None
+    output_name: ClassVar[str] = "output"
     key_metric: ClassVar[str] = "loss"
-    key_metric_mode: ClassVar[str] = "min"  # "min" or "max"
-    critic_steps: int = 0  # critic_step() calls (each with a fresh batch) before every train_step()
-    ema_network: ClassVar[str | None] = None  # the network an EMA (train.ema_decay > 0) follows
+    key_metric_mode: ClassVar[str] = "min"
 
     def __init__(self, config, device: torch.device | str = "cpu", stage: int = 1, previous: tuple = ()):
         self.config = config
@@ -48,10 +74,62 @@ class Pipeline:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.step = 0  # main-network steps done so far (set by the engine)
         self.steps_per_epoch = 1  # set by the engine from the dataset size
-        self._engine = None  # the Trainer attaches itself here
         self.checkpoint: dict | None = None  # {path, sha256, step} of the loaded weights (set by the engine)
+        self._engine = None  # the Trainer attaches itself here
+        self._data = None
 
-    # ----- what a pipeline defines -------------------------------------------------------------
+    # ----- data ----------------------------------------------------------------------------------------
+    def case_keys(self) -> list:
+        return []
+
+    def prepare_case(self, case):
+        return case
+
+    def data_source(self):
+        from medgen.data.cases import CaseSource, load_image_case, resolve_dataset
+
+        ref = resolve_dataset(self.config.data, self.phantom, seed=0)
+        if not self.config.data.dataset:  # record the resolved phantom in the run's config.yaml
+            self.config.data.dataset = str(ref.path)
+        keys = self.case_keys()
+        if not keys:
+            raise ConfigError(f"pipeline '{self.name}' reads no dataset keys (case_keys() is empty)")
+
+        def load_entry(entry, split):
+            case = load_image_case(entry, split, keys, source.datalist.source, self.spatial_dims)
+            return self.with_previous(self.prepare_case(case))
+
+        source = CaseSource(ref, load_entry, skip_bad_cases=self.config.data.skip_bad_cases)
+        return source
+
+    @property
+    def data(self):
+        """The pipeline's `CaseSource`: ids, entries and cases of each split."""
+        if self._data is None:
+            self._data = self.data_source()
+        return self._data
+
+    @property
+    def dataset_ref(self) -> dict | None:
+        """{path, sha256} of the dataset this pipeline read, once it has read one (recorded by the engine)."""
+        return self._data.ref.as_dict() if self._data is not None else None
+
+    def with_previous(self, case):
+        """For a cascade's stage k > 1: the case with stage k-1's estimate under `previous`."""
+        if not self.previous:
+            return case
+        from medgen.engine.cascade import cascade_predict
+
+        estimate = cascade_predict(self.previous, case, self.output_name)[-1][self.output_name]
+        return case.with_arrays(**{PREVIOUS_KEY: estimate.detach().float().cpu()})
+
+    def train_dataset(self) -> torch.utils.data.Dataset:
+        raise NotImplementedError
+
+    def validation_cases(self) -> list:
+        return self.data.load("validation")
+
+    # ----- method --------------------------------------------------------------------------------------
     def build_networks(self) -> dict[str, nn.Module]:
         raise NotImplementedError
 
@@ -59,14 +137,7 @@ class Pipeline:
         raise NotImplementedError
 
     def build_schedulers(self, optimizers: dict, total_steps: int) -> dict:
-        """Learning-rate schedulers, stepped once per train step. Default: none."""
         return {}
-
-    def train_dataset(self) -> torch.utils.data.Dataset:
-        raise NotImplementedError
-
-    def validation_cases(self) -> list[dict]:
-        return []
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -74,66 +145,33 @@ class Pipeline:
     def critic_step(self, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def infer_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
-    def predict_case(self, case: dict) -> dict[str, torch.Tensor]:
-        """Outputs for one whole case, on the CPU. Default: infer_step on the case as one batch."""
-        batch = {k: v.unsqueeze(0).to(self.device) if torch.is_tensor(v) else v for k, v in case.items()}
-        return {k: v[0].cpu() for k, v in self.infer_step(batch).items()}
-
-    def evaluate_case(self, prediction: dict, case: dict) -> dict[str, float]:
-        return {}
-
-    def preview(self, case: dict, prediction: dict) -> dict[str, Any]:
-        """Named images for the validation montage (e.g. input / output / target / error)."""
-        return {}
-
-    # ----- cascades and whole-dataset inference (used by medgen.engine.api) ---------------------------
     @classmethod
     def num_stages(cls, config) -> int:
-        """How many stages `medgen train` trains in sequence (see medgen.engine.cascade)."""
         return 1
 
-    def load_cases(self, split: str, dataset: str | None = None) -> list[dict]:
-        """Whole cases of a split, loaded and normalised, for validation and inference."""
-        raise NotImplementedError(f"pipeline '{self.name}' does not load dataset cases")
+    # ----- prediction and evaluation -----------------------------------------------------------------
+    def predict_case(self, case) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
 
-    def case_ids(self, split: str) -> list[str]:
-        """The ids of a split's cases, in order (inference splits them across ranks)."""
-        return [c["id"] for c in self.load_cases(split)]
+    def evaluate_case(self, prediction: dict, case) -> dict[str, float]:
+        return {}
 
-    def input_files(self, split: str) -> dict[str, object]:
-        """Case id -> what its prediction is made from (its dataset entry: file paths and values), so a rerun of
-        inference knows when an input changed. Default: the pipeline's `datalist()` entries, if it has one."""
-        datalist = getattr(self, "datalist", None)
-        if datalist is None:
-            return {}
-        return {str(e.get("id")): {k: v for k, v in e.items() if k != "id"} for e in datalist().split(split)}
+    def preview(self, case, prediction: dict) -> dict[str, Any]:
+        return {}
 
-    def iter_cases(self, split: str, skip=()):
-        """Cases one at a time for inference, leaving out the ids in `skip`; a case that fails to load
-        is yielded as {"id", "split", "error"}."""
-        yield from (c for c in self.load_cases(split) if c["id"] not in skip)
-
-    def write_outputs(self, case: dict, prediction: dict, out, suffix: str = "") -> list[dict]:
-        """Write one case's outputs (in the source geometry and units) as `<id>_<output>[_<suffix>]` through `out`
-        (a `medgen.engine.outputs.OutputFolder`); returns manifest entries {path, output, reference_key, kind,
-        data_range, mask_key}."""
+    def write_outputs(self, case, prediction: dict, out, suffix: str = "") -> list[dict]:
         raise NotImplementedError(f"pipeline '{self.name}' does not write outputs")
 
     def export_examples(self) -> dict[str, torch.Tensor]:
-        """Network name -> an example input, for `medgen export` (networks worth exporting only)."""
         return {}
 
     def state_dict(self) -> dict:
-        """Pipeline state stored in checkpoints beside the networks (e.g. normalisation parameters)."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:
         pass
 
-    # ----- services of the engine, for use inside steps ------------------------------------------
+    # ----- services of the engine, for use inside steps ------------------------------------------------
     @property
     def epoch(self) -> float:
         """Fractional epoch of the current step (for schedules defined in epochs)."""
@@ -164,3 +202,41 @@ class Pipeline:
         if self._engine is not None and name == self.ema_network and self._engine.ema is not None:
             return self._engine.ema.module
         return self.networks[name]
+
+
+# What registration checks: the names a pipeline must define, and the values the others may take.
+REQUIRED = ("build_networks", "build_optimizers", "train_step", "predict_case", "train_dataset")
+
+
+def check_contract(cls) -> None:
+    """Raise ConfigError naming what is missing or wrong, when a pipeline class is registered."""
+    where = f"pipeline class {cls.__module__}.{cls.__name__}"
+    problems = []
+    if not cls.name or not cls.name.isidentifier() or cls.name != cls.name.lower():
+        problems.append(f"`name` must be a lower-case identifier, got {cls.name!r}")
+    if not cls.description:
+        problems.append("`description` (one line for `medgen list`) is empty")
+    if not (dataclasses.is_dataclass(cls.config_class) and issubclass(cls.config_class, PipelineConfig)):
+        problems.append("`config_class` must be a dataclass subclassing medgen.config.sections.PipelineConfig")
+    elif cls.config_class is PipelineConfig:
+        problems.append("`config_class` is the bare PipelineConfig: declare the method's own config")
+    else:
+        default = cls.config_class.__dataclass_fields__["pipeline"].default
+        if default != cls.name:
+            problems.append(f"`config_class` field `pipeline` defaults to {default!r}, not the name {cls.name!r}")
+    for method in REQUIRED:
+        if getattr(cls, method) is getattr(Pipeline, method):
+            problems.append(f"`{method}` is not defined")
+    if cls.critic_steps and cls.critic_step is Pipeline.critic_step:
+        problems.append("`critic_steps` > 0 but `critic_step` is not defined")
+    if not isinstance(cls.spatial_dims, property) and cls.spatial_dims not in (0, 2, 3):  # a property: per config
+        problems.append(f"`spatial_dims` must be 0, 2 or 3, got {cls.spatial_dims!r}")
+    if cls.key_metric_mode not in ("min", "max"):
+        problems.append(f"`key_metric_mode` must be 'min' or 'max', got {cls.key_metric_mode!r}")
+    if cls.phantom is not None:
+        from medgen.data.phantoms.datasets import PHANTOM_KINDS
+
+        if cls.phantom not in PHANTOM_KINDS:
+            problems.append(f"`phantom` {cls.phantom!r} is not an embedded dataset ({', '.join(PHANTOM_KINDS)})")
+    if problems:
+        raise ConfigError(f"{where} breaks the pipeline contract (medgen/pipelines/base.py): " + "; ".join(problems))

@@ -6,7 +6,7 @@ feature with parameters fitted on the training split only, and split by a seeded
 The VAE (NETWORKS "tybalt_vae") is trained by the shared engine with loss = n_features x mean BCE + beta x KL,
 beta = kl_warmup(epoch, kappa) scheduled explicitly per epoch (the reference read it once at graph-build time),
 and reconstruction and KL logged separately. `model.method: adage` trains the ADAGE-style denoising autoencoder
-baseline ("adage_dae") through the same machinery.
+baseline ("adage_autoencoder") through the same machinery.
 
 A "case" here is one split of the matrix (id "training" / "validation" / "test"): `medgen infer` writes its
 latent means (TSV), a t-SNE of them coloured by each label (PNG), and the decoder's per-feature gene weights
@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from medgen.engine.options import DataConfig, PipelineConfig, TrainConfig
+from medgen.config.sections import DataConfig, PipelineConfig, TrainConfig
 from medgen.errors import ConfigError, DataError, MedgenError
 from medgen.files import atomic_write
 from medgen.pipelines.base import Pipeline
@@ -331,7 +331,7 @@ class ExpressionVAE(Pipeline):
     def build_networks(self):
         m = self.config.model
         if m.method == "adage":
-            return {"AE": NETWORKS.build("adage_dae", self.n_features, m.latent_dim, corruption=m.corruption, tied=m.tied)}
+            return {"AE": NETWORKS.build("adage_autoencoder", self.n_features, m.latent_dim, corruption=m.corruption, tied=m.tied)}
         if m.method != "tybalt":
             raise ConfigError(f"model.method must be 'tybalt' or 'adage', got {m.method!r}")
         return {"VAE": NETWORKS.build("tybalt_vae", self.n_features, m.latent_dim, hidden_sizes=tuple(m.hidden_sizes),
@@ -546,7 +546,7 @@ class ExpressionVAE(Pipeline):
     def demo(cls, data_root, runs_root, seed: int = 0) -> dict:
         """Tybalt (50 epochs) on the expression phantom, evaluated on its held-out split against PCA-100 and
         the per-gene training mean; about 30-60 s on 2 CPU cores."""
-        from medgen.engine.api import build_config, train_config
+        from medgen.engine.commands import build_config, train_config
         from medgen.pipelines.expression_vae_eval import evaluate_run, summary_table
 
         data = Path(data_root) / "expression"

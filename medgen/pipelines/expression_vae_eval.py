@@ -253,7 +253,7 @@ def evaluate_run(run, split: str = "test", out=None, overwrite: bool = False, ch
     import pandas as pd
     from sklearn.decomposition import PCA
 
-    from medgen.engine.api import load_trained
+    from medgen.engine.commands import load_trained
     from medgen.metrics import format_table
     from medgen.pipelines.expression_vae import SPLIT_NAMES, label_strings, write_atomic
     from medgen.pipelines.expression_vae_rotation import varimax

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medgen.engine.inference import sliding_window, valid_sliding_window
-from medgen.engine.options import InferConfig, PipelineConfig, TrainConfig
+from medgen.inference.windows import sliding_window, valid_sliding_window
+from medgen.config.sections import InferConfig, PipelineConfig, TrainConfig
 from medgen.errors import ConfigError, DataError
 from medgen.pipelines.lesion_uda_parts import MixedDomainDataset, UNetSegmenter
 from medgen.pipelines.volume import VolumeDataConfig, VolumePipeline, _case_error, phantom_dataset
@@ -541,7 +541,7 @@ class LesionUDA(VolumePipeline):
     def demo(cls, data_root, runs_root, seed: int = 0) -> dict:
         """Quick phantom run: source_only (the simplest baseline), uda and target_supervised with a small
         DeepMedic; Dice etc. on the held-out target-domain (B) test cases and the fraction of the gap closed."""
-        from medgen.engine.api import build_config, train_config
+        from medgen.engine.commands import build_config, train_config
         from medgen.metrics import format_table
 
         common = [f"data.phantom_dir={data_root}", "data.phantom_cases=6", f"output.root={runs_root}",
@@ -602,7 +602,7 @@ def _spacing(case: dict, key: str):
 def evaluate_run(run_dir, domain: str | None = None, split: str = "test", dataset: str | None = None) -> list[dict]:
     """Predict the cases of a split with a trained run and return per-case segmentation metrics
     (optionally only cases of one domain). Used by the demo and the benchmark."""
-    from medgen.engine.api import load_trained
+    from medgen.engine.commands import load_trained
     from medgen.metrics import segmentation_metrics
 
     _, cfg, stages, _ = load_trained(run_dir, device="cpu", dataset=dataset)

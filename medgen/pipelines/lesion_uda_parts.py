@@ -77,11 +77,9 @@ class MixedDomainDataset(torch.utils.data.Dataset):
     into every target segment (over-segmentation). `source_adv` holds source segments sampled like the target
     ones (inside the brain mask), so source and target differ only in the domain."""
 
-    procedural = True
-
     def __init__(self, source, target=None, source_adv=None):
         self.source, self.target, self.source_adv = source, target, source_adv
-        self.cases = list(source.cases) + (list(target.cases) if target is not None else [])
+        self.epoch_size = source.epoch_size + (target.epoch_size if target is not None else 0)
 
     def __len__(self):
         return len(self.source)

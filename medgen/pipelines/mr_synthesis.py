@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from medgen.engine.options import PipelineConfig, TrainConfig
+from medgen.config.sections import PipelineConfig, TrainConfig
 from medgen.errors import ConfigError, DataError
 from medgen.pipelines.volume import VolumeDataConfig, VolumePipeline, check_patch_size
 from medgen.registry import NETWORKS, PIPELINES
@@ -230,10 +230,10 @@ class MRSynthesis(VolumePipeline):
         from medgen.networks.init import init_weights
 
         m, patch = self.config.model, self.config.data.patch_size
-        G = NETWORKS.build("unet", 3, in_channels=len(self.network_keys()), out_channels=1, ngf=m.ngf,
+        G = NETWORKS.build("unet_generator", 3, in_channels=len(self.network_keys()), out_channels=1, ngf=m.ngf,
                            num_downs=m.num_downs or None, patch_size=patch, norm=m.norm, dropout=m.dropout,
                            out_act="tanh")
-        D = NETWORKS.build("patchgan", 3, in_channels=self.discriminator_channels(), ndf=m.ndf,
+        D = NETWORKS.build("patch_discriminator", 3, in_channels=self.discriminator_channels(), ndf=m.ndf,
                            n_layers=m.n_layers_d, norm=m.norm)
         D.output_size(patch)  # a clear ConfigError when the patch is too small for the PatchGAN
         return {"G": init_weights(G, "normal", m.init_gain), "D": init_weights(D, "normal", m.init_gain)}
@@ -344,7 +344,7 @@ class MRSynthesis(VolumePipeline):
     @classmethod
     def demo(cls, data_root, runs_root, seed: int = 0) -> dict:
         """dEa-GAN T1 -> T2 on the head phantoms for a few hundred patch steps, against the baselines."""
-        from medgen.engine.api import build_config, evaluate, infer, load_trained, train_config
+        from medgen.engine.commands import build_config, evaluate, infer, load_trained, train_config
         from medgen.metrics import format_table
         from medgen.pipelines.mr_synthesis_baselines import HistogramMatching, PolynomialRegression
 

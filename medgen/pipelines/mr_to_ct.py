@@ -1,7 +1,7 @@
 """`mr_to_ct`: MRI -> CT in Hounsfield units with the context-aware FCN-GAN of Nie et al. (MICCAI 2017,
 arXiv 1612.05362; reference code ginobilinie/medSynthesis (TF) and medSynthesisV1 (PyTorch)).
 
-- Generator: the valid-convolution 3D FCN (`NETWORKS["fcn_nie"]`, 32^3 MR in -> 16^3 CT out, no pooling).
+- Generator: the valid-convolution 3D FCN (`NETWORKS["nie_fcn"]`, 32^3 MR in -> 16^3 CT out, no pooling).
 - Discriminator: `NETWORKS["nie_discriminator"]` on the CT patch alone, with a LINEAR logit (the reference
   code applies ReLU to it, which stops its gradient for negative logits; not reproduced).
 - Generator loss: voxel loss (L2 as the paper / TF code, or L1 as V1) + lambda_gdl * gradient difference
@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from medgen.engine.options import InferConfig, PipelineConfig
+from medgen.config.sections import InferConfig, PipelineConfig
 from medgen.errors import ConfigError, DataError
 from medgen.pipelines.volume import VolumeDataConfig, VolumePipeline
 from medgen.registry import NETWORKS, PIPELINES
@@ -218,7 +218,7 @@ class MrToCt(VolumePipeline):
         from medgen.networks.init import init_weights
 
         m = self.config.model
-        G = NETWORKS.build("fcn_nie", 3, in_channels=len(self.network_keys()), out_channels=1,
+        G = NETWORKS.build("nie_fcn", 3, in_channels=len(self.network_keys()), out_channels=1,
                            channels=tuple(m.channels), kernel_sizes=tuple(m.kernel_sizes), valid=tuple(m.valid),
                            norm=m.norm)
         nets = {"G": G}
@@ -283,7 +283,7 @@ class MrToCt(VolumePipeline):
 
     # ----- inference -----------------------------------------------------------------------------------
     def predict_case(self, case: dict) -> dict:
-        from medgen.engine.inference import valid_sliding_window
+        from medgen.inference.windows import valid_sliding_window
 
         inf = self.config.infer
         in_size = list(inf.window or self.config.data.patch_size)
@@ -317,7 +317,7 @@ class MrToCt(VolumePipeline):
     def demo(cls, data_root, runs_root, seed: int = 0) -> dict:
         """Quick phantom run (about 2 minutes on 2 CPU cores): a narrow 2-stage model vs the intensity-to-HU
         regression baseline, metrics on the held-out phantom test cases."""
-        from medgen.engine.api import build_config, load_trained, train_config
+        from medgen.engine.commands import build_config, load_trained, train_config
         from medgen.engine.cascade import cascade_predict
         from medgen.metrics import format_table
         from medgen.pipelines.mr_to_ct_baselines import IntensityRegression

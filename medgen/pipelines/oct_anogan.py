@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from medgen.engine.options import DataConfig, InferConfig, PipelineConfig, TrainConfig
+from medgen.config.sections import DataConfig, InferConfig, PipelineConfig, TrainConfig
 from medgen.errors import ConfigError, DataError, MedgenError
 from medgen.pipelines.base import Pipeline
 from medgen.pipelines.oct_anogan_scoring import (
@@ -218,14 +218,14 @@ class OCTAnoGAN(Pipeline):
 
     # ----- networks ----------------------------------------------------------------------------------------
     def build_networks(self):
-        from medgen.networks import (DCGANDiscriminator, DCGANGenerator, Encoder, WGANResNetCritic,
+        from medgen.networks import (DCGANDiscriminator, DCGANGenerator, IziEncoder, WGANResNetCritic,
                                      WGANResNetGenerator, init_weights)
 
         m, p = self.config.model, int(self.config.data.patch_size[0])
         if self.method == "fanogan":
             return {"G": WGANResNetGenerator(2, m.latent_dim, 1, p, m.dim),
                     "D": WGANResNetCritic(2, 1, p, m.dim),
-                    "E": Encoder(2, 1, p, m.dim, latent_dim=m.latent_dim)}
+                    "E": IziEncoder(2, 1, p, m.dim, latent_dim=m.latent_dim)}
         if self.method == "anogan":
             return {"G": init_weights(DCGANGenerator(2, m.dcgan_latent_dim, 1, p, ngf=m.dcgan_ngf)),
                     "D": init_weights(DCGANDiscriminator(2, 1, p, ndf=m.dcgan_ngf))}
@@ -326,7 +326,6 @@ class OCTAnoGAN(Pipeline):
         sampler = PatchSampler(p, mode="foreground", fg_key="retina", pad_mode="reflect")
         arrays = [{"id": c["id"], "image": c["image"].numpy(), "retina": c["retina"].numpy()} for c in cases]
         dataset = PatchDataset(arrays, sampler, ["image"], seed=self.config.train.seed)
-        dataset.procedural = True  # item i = a patch drawn with default_rng([seed, i])
         return dataset
 
     def validation_cases(self):
@@ -580,7 +579,7 @@ def run_comparison(dataset, runs_root: Path, seed: int = 0, methods=METHODS, set
                    extra=()) -> dict:
     """Train, infer (test split) and evaluate each method on one dataset; returns a table and results.
     An empty or missing `dataset` folder gets the embedded OCT phantoms."""
-    from medgen.engine.api import build_config, infer, train_config
+    from medgen.engine.commands import build_config, infer, train_config
     from medgen.metrics import format_table
 
     dataset = Path(dataset)

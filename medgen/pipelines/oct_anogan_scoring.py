@@ -2,7 +2,7 @@
 image-score aggregation, and the outputs users asked the reference code for (scores CSV, overlay PNGs,
 ROC / PR plots, the anomaly evaluation).
 
-Why a local tiler instead of `medgen.engine.inference.sliding_window`: anomaly scoring needs a *score per
+Why a local tiler instead of `medgen.inference.windows.sliding_window`: anomaly scoring needs a *score per
 patch* (to aggregate the image score from the top-k patches) and scores only the patches centred in the
 retina band; the shared sliding window returns stitched maps only. The stitching here is the plain mean
 over overlapping patches (constant blend), as the issue asks for the pixel residual map.

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from medgen.engine.options import PipelineConfig
+from medgen.config.sections import PipelineConfig
 from medgen.errors import ConfigError, DataError
 from medgen.pipelines.volume import VolumeDataConfig, VolumePipeline, check_patch_size
 from medgen.registry import NETWORKS, PIPELINES
@@ -205,7 +205,7 @@ class PetLowdose(VolumePipeline):
 
         m = self.config.model
         n_in = len(self.network_keys())
-        G = NETWORKS.build("unet", 3, in_channels=n_in, out_channels=1, ngf=m.ngf,
+        G = NETWORKS.build("unet_generator", 3, in_channels=n_in, out_channels=1, ngf=m.ngf,
                            num_downs=m.num_downs or None, patch_size=list(self.config.data.patch_size),
                            norm=m.norm, dropout=m.dropout, out_act=m.out_act)
         G = init_weights(G, m.init, m.init_gain)
@@ -214,7 +214,7 @@ class PetLowdose(VolumePipeline):
             G.head = init_weights(G.head, m.init, m.init_gain)
         nets = {"G": ResidualOnInput(G) if m.residual else G}
         if m.adversarial:
-            D = NETWORKS.build("patchgan", 3, in_channels=n_in + 1, ndf=m.ndf, n_layers=m.d_layers, norm=m.norm)
+            D = NETWORKS.build("patch_discriminator", 3, in_channels=n_in + 1, ndf=m.ndf, n_layers=m.d_layers, norm=m.norm)
             D.output_size(tuple(self.config.data.patch_size))  # a clear ConfigError if the patch is too small
             nets["D"] = init_weights(D, m.init, m.init_gain)
         return nets
@@ -290,7 +290,7 @@ class PetLowdose(VolumePipeline):
     def demo(cls, data_root, runs_root, seed: int = 0) -> dict:
         """Two-stage cGAN on the head phantom (about 1-2 min on 2 CPU cores): low dose vs stage 1 vs stage 2."""
         from medgen.data.phantoms import write_phantom_dataset
-        from medgen.engine.api import build_config, load_trained, train_config
+        from medgen.engine.commands import build_config, load_trained, train_config
         from medgen.engine.cascade import cascade_predict
         from medgen.metrics import format_table
 

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from medgen.engine.cascade import PREVIOUS_KEY, add_previous_estimates
-from medgen.engine.options import PipelineConfig
-from medgen.pipelines.base import Pipeline
+from medgen.config.sections import PipelineConfig
+from medgen.data.cases import Case
+from medgen.pipelines.base import PREVIOUS_KEY, Pipeline
 from medgen.registry import PIPELINES
 
 
@@ -51,30 +51,32 @@ def smooth_blob(rng: np.random.Generator, dims: int, size: int) -> np.ndarray:
 
 
 class ToyDataset(torch.utils.data.Dataset):
-    procedural = True
+    epoch_size = 100  # endless: image i is drawn from (seed, i); 100 images make an epoch
 
-    def __init__(self, cfg: ToyModelConfig, seed: int, previous=(), length: int = 10**9):
-        self.cfg, self.seed, self.previous, self.length = cfg, seed, previous, length
+    def __init__(self, pipeline, length: int = 10**9):
+        self.pipeline, self.length = pipeline, length
 
     def __len__(self):
         return self.length
 
     def __getitem__(self, i):
-        case = make_toy_case(self.cfg, np.random.default_rng([self.seed, i]))
-        return add_previous_estimates(self.previous, [case])[0] if self.previous else case
+        p = self.pipeline
+        case = make_toy_case(p.config.model, np.random.default_rng([p.config.train.seed, i]), f"train{i}")
+        return p.with_previous(case).arrays
 
 
-def make_toy_case(cfg: ToyModelConfig, rng) -> dict:
+def make_toy_case(cfg: ToyModelConfig, rng, case_id: str = "toy", split: str = "training") -> Case:
     clean = smooth_blob(rng, cfg.spatial_dims, cfg.size)
     noisy = clean + rng.normal(0, cfg.noise, clean.shape).astype(np.float32)
-    return {"image": torch.from_numpy(noisy[None]), "target": torch.from_numpy(clean[None])}
+    return Case(id=case_id, split=split, arrays={"image": torch.from_numpy(noisy[None]),
+                                                 "target": torch.from_numpy(clean[None])})
 
 
 def _conv(dims):
     return nn.Conv2d if dims == 2 else nn.Conv3d
 
 
-@PIPELINES.register("toy_denoise")
+@PIPELINES.register()
 class ToyDenoise(Pipeline):
     name = "toy_denoise"
     description = "example: denoise random blobs (engine tests and docs/extending.md)"
@@ -129,12 +131,11 @@ class ToyDenoise(Pipeline):
                 for name, opt in optimizers.items()}
 
     def train_dataset(self):
-        return ToyDataset(self.config.model, self.config.train.seed, self.previous)
+        return ToyDataset(self)
 
     def validation_cases(self):
         rng = np.random.default_rng([self.config.train.seed, 10**9 + 1])  # disjoint from training indices
-        cases = [dict(make_toy_case(self.config.model, rng), id=f"val{i}") for i in range(2)]
-        return add_previous_estimates(self.previous, cases)
+        return [self.with_previous(make_toy_case(self.config.model, rng, f"val{i}", "validation")) for i in range(2)]
 
     def train_step(self, batch):
         x, y, cond = self._inputs(batch), batch["target"], batch["image"]
@@ -157,8 +158,9 @@ class ToyDenoise(Pipeline):
         self.update("G", loss_g)
         return logs
 
-    def infer_step(self, batch):
-        return {"output": self.inference_network("G")(self._inputs(batch))}
+    def predict_case(self, case):
+        batch = {k: v.unsqueeze(0).to(self.device) for k, v in case.arrays.items()}
+        return {"output": self.inference_network("G")(self._inputs(batch))[0].cpu()}
 
     def evaluate_case(self, prediction, case):
         err = prediction["output"].float().cpu() - case["target"]

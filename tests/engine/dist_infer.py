@@ -2,8 +2,8 @@
 import json
 import sys
 
-import tests.pipelines.volume_example  # noqa: F401  (registers volume_example)
-from medgen.engine.api import infer
+import medgen.pipelines._template  # noqa: F401  (registers template_translation)
+from medgen.engine.commands import infer
 
 result = infer(sys.argv[1], device="cpu")
 with open(f"{sys.argv[2]}/infer_rank{result['rank']}.json", "w") as fh:

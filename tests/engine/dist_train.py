@@ -8,7 +8,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from medgen.engine.api import build_config, train_config
+from medgen.engine.commands import build_config, train_config
 
 out = sys.argv[1]
 cls, cfg = build_config(

@@ -1,6 +1,6 @@
 import torch
 
-from medgen.engine.api import build_config, load_trained, train_config
+from medgen.engine.commands import build_config, load_trained, train_config
 from medgen.engine.cascade import cascade_predict
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from medgen.config import load_config
-from medgen.engine import api
+from medgen.engine import commands as api
 from medgen.engine.checkpoint import load_checkpoint, save_checkpoint
 from medgen.engine.rundir import make_run_dir
 from medgen.engine.seeding import get_rng_state, set_rng_state

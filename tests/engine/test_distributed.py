@@ -40,17 +40,17 @@ def test_two_gloo_ranks_keep_identical_replicas(tmp_path):
 def test_batch_inference_split_across_ranks(tmp_path):
     import json
 
-    import tests.pipelines.volume_example  # noqa: F401
+    import medgen.pipelines._template  # noqa: F401  (registers template_translation)
     from medgen.data.phantoms import write_phantom_dataset
-    from medgen.engine.api import build_config, train_config
+    from medgen.engine.commands import build_config, train_config
 
     data = tmp_path / "data"
     dataset = write_phantom_dataset("head", data, n_cases=8, seed=2, shape=(16, 16, 16))
-    cls, cfg = build_config("volume_example", None, [f"data.dataset={data}", "data.patch_size=[16,16,16]",
+    cls, cfg = build_config("template_translation", None, [f"data.dataset={data}", "data.patch_size=[16,16,16]",
                                                      "train.iterations=2", "train.progress=off",
                                                      f"output.root={tmp_path}", "output.name=r"])
     train_config(cls, cfg)
-    run = tmp_path / "volume_example" / "r"
+    run = tmp_path / "template_translation" / "r"
     script = Path(__file__).with_name("dist_infer.py")
     env = child_env()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",

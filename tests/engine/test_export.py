@@ -5,7 +5,7 @@ import torch
 
 from medgen.engine.export import export_onnx, export_torchscript, verify_export
 from medgen.errors import MedgenError
-from medgen.networks import MLPEncoder, UNetGenerator, ValidConvFCN
+from medgen.networks import MLPEncoder, UNetGenerator, NieFCN
 
 HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
@@ -27,7 +27,7 @@ def test_torchscript_unet(tmp_path):
 
 
 def test_torchscript_fcn(tmp_path):
-    model = ValidConvFCN(3, 2, 1, channels=(4,) * 8)
+    model = NieFCN(3, 2, 1, channels=(4,) * 8)
     x = torch.randn(1, 2, 20, 20, 20)
     model, loaded = _roundtrip(model, x, tmp_path, "sub/fcn.pt")
     assert loaded(x).shape == (1, 1, 4, 4, 4)

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from medgen.engine.inference import sliding_window, valid_sliding_window
+from medgen.inference.windows import sliding_window, valid_sliding_window
 
 
 def _valid_net(dims=3):

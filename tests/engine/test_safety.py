@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-import tests.pipelines.volume_example  # noqa: F401  (registers volume_example)
+import medgen.pipelines._template  # noqa: F401  (registers template_translation)
 from medgen.cli import main
 from medgen.data.phantoms import write_phantom_dataset
-from medgen.engine.api import build_config, evaluate, infer, train_config
+from medgen.engine.commands import build_config, evaluate, infer, train_config
 from medgen.engine.checkpoint import load_checkpoint, save_checkpoint
 from medgen.engine.outputs import OutputFolder
 from medgen.engine.rundir import claimed_run_dir
@@ -69,7 +69,7 @@ def test_a_checkpoint_carrying_code_is_refused_on_every_load_path(tmp_path, caps
     # the cascade's later stage alone (stage 1 clean): loading stage 2 is refused too
     shutil.rmtree(run / "stage1" / "checkpoints")
     shutil.copytree(clean, run / "stage1" / "checkpoints")
-    from medgen.engine.api import load_trained
+    from medgen.engine.commands import load_trained
 
     with pytest.raises(MedgenError, match="refused"):
         load_trained(run)
@@ -159,11 +159,11 @@ def test_exploding_weights_are_never_saved_as_good(tmp_path):
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("safety")
     head = write_phantom_dataset("head", root / "head", n_cases=10, seed=4, shape=(16, 16, 16))
-    cls, cfg = build_config("volume_example", None, [f"data.dataset={head.parent}", "data.patch_size=[16,16,16]",
+    cls, cfg = build_config("template_translation", None, [f"data.dataset={head.parent}", "data.patch_size=[16,16,16]",
                                                      "train.iterations=4", "train.val_every=2", "train.progress=off",
                                                      f"output.root={root}", "output.name=r"])
     train_config(cls, cfg)
-    return root / "volume_example" / "r", head
+    return root / "template_translation" / "r", head
 
 
 def _copy_dataset(head: Path, dest: Path) -> Path:
@@ -250,16 +250,16 @@ def test_one_bad_case_first_does_not_stop_the_others(trained, tmp_path, how, cap
 
 def test_a_prediction_that_is_not_finite_is_never_marked_ok(trained, tmp_path, monkeypatch):
     run, head = trained
-    from medgen.pipelines.volume import VolumePipeline
+    from medgen.pipelines.image_to_image import ImageToImagePipeline
 
-    original = VolumePipeline.predict_case
+    original = ImageToImagePipeline.predict_case
 
     def poisoned(self, case):
         out = original(self, case)
         out["output"][0, 0, 0, 0] = float("nan")
         return out
 
-    monkeypatch.setattr(VolumePipeline, "predict_case", poisoned)
+    monkeypatch.setattr(ImageToImagePipeline, "predict_case", poisoned)
     result = infer(run, head.parent, out=tmp_path / "pred")
     assert result["written"] == 0 and result["failed"] >= 1
     manifest = json.loads((tmp_path / "pred" / "manifest.json").read_text())

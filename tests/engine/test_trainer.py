@@ -152,7 +152,7 @@ def test_schedule_clipping_and_ema(tmp_path):
     # inference uses the EMA copy, during training and after loading the run (regression: the loaded run used
     # the raw weights although validation had scored - and picked best.pt with - the EMA's)
     assert pipeline.inference_network("G") is not pipeline.networks["G"]
-    from medgen.engine.api import load_trained
+    from medgen.engine.commands import load_trained
 
     _, _, stages, _ = load_trained(run_dir, device="cpu", checkpoint="last")
     loaded = stages[0].inference_network("G").state_dict()

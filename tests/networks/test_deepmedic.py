@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from medgen.errors import ConfigError
-from medgen.networks import DeepMedic, MultiLayerDomainDiscriminator
+from medgen.networks import DeepMedic, DomainDiscriminator
 
 
 def small(**kw):
@@ -38,7 +38,7 @@ def test_forward_context_patch_and_features():
         (4, 13, 13, 13), (6, 9, 9, 9), (4, 13, 13, 13), (6, 9, 9, 9), (8, 9, 9, 9), (8, 9, 9, 9)
     ]
     assert tuple(f.shape[1] for f in feats) == net.feature_channels
-    d = MultiLayerDomainDiscriminator(3, in_channels=sum(net.feature_channels), channels=(8,))
+    d = DomainDiscriminator(3, in_channels=sum(net.feature_channels), channels=(8,))
     assert d(feats).shape == (2, 1)
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from medgen.errors import ConfigError
-from medgen.networks import GradReverse, MultiLayerDomainDiscriminator, center_crop, grad_reverse, ramp_weight
+from medgen.networks import GradReverse, DomainDiscriminator, center_crop, grad_reverse, ramp_weight
 
 
 def test_gradient_reversal_hand_check():
@@ -46,10 +46,10 @@ def test_center_crop_matches_slicing():
 @pytest.mark.parametrize("resize", ["crop", "resample"])
 def test_discriminator_accepts_mismatched_features(resize):
     feats = [torch.randn(2, 3, 11, 11, 11), torch.randn(2, 5, 7, 7, 7), torch.randn(2, 4, 9, 7, 8)]
-    d = MultiLayerDomainDiscriminator(3, in_channels=12, channels=(8, 8), resize=resize)
+    d = DomainDiscriminator(3, in_channels=12, channels=(8, 8), resize=resize)
     assert d.align(feats).shape == (2, 12, 7, 7, 7)  # smallest per axis
     assert d(feats).shape == (2, 1)
-    fixed = MultiLayerDomainDiscriminator(3, in_channels=12, channels=(8,), target_size=5, resize=resize)
+    fixed = DomainDiscriminator(3, in_channels=12, channels=(8,), target_size=5, resize=resize)
     assert fixed.align(feats).shape == (2, 12, 5, 5, 5)
 
 
@@ -57,10 +57,10 @@ def test_crop_keeps_centre_and_lazy_in_channels():
     big = torch.zeros(1, 1, 9, 9, 9)
     big[0, 0, 4, 4, 4] = 1.0
     small = torch.zeros(1, 1, 3, 3, 3)
-    d = MultiLayerDomainDiscriminator(3, channels=(4,))  # lazy in_channels
+    d = DomainDiscriminator(3, channels=(4,))  # lazy in_channels
     aligned = d.align([big, small])
     assert aligned[0, 0, 1, 1, 1] == 1.0 and aligned[0, 0].sum() == 1.0
     assert d([big, small]).shape == (1, 1)
     assert d.stem.in_channels == 2
-    d2 = MultiLayerDomainDiscriminator(2, in_channels=3, channels=(4, 4))
+    d2 = DomainDiscriminator(2, in_channels=3, channels=(4, 4))
     assert d2([torch.randn(2, 1, 12, 12), torch.randn(2, 2, 6, 9)]).shape == (2, 1)

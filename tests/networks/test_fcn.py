@@ -2,11 +2,11 @@ import pytest
 import torch
 
 from medgen.errors import ConfigError
-from medgen.networks import ValidConvFCN
+from medgen.networks import NieFCN
 
 
 def test_paper_size_arithmetic():
-    net = ValidConvFCN(3)
+    net = NieFCN(3)
     assert net.margin == 8  # two 9^3 valid convs, 4 voxels per side each
     assert net.output_size(32) == (16, 16, 16)
     assert net.input_size(16) == (32, 32, 32)
@@ -17,17 +17,17 @@ def test_paper_size_arithmetic():
 
 
 def test_bad_sizes_are_config_errors():
-    net = ValidConvFCN(3, channels=(2,) * 8)
+    net = NieFCN(3, channels=(2,) * 8)
     with pytest.raises(ConfigError, match="at least 17"):
         net.output_size(16)
     with pytest.raises(ConfigError, match="too small"):
         net(torch.randn(1, 1, 16, 16, 16))
     with pytest.raises(ConfigError, match="one entry per layer"):
-        ValidConvFCN(3, channels=(4, 4))
+        NieFCN(3, channels=(4, 4))
 
 
 def test_forward_3d_autocontext_channels_and_features():
-    net = ValidConvFCN(3, in_channels=2, out_channels=1, channels=(4, 4, 4, 4, 6, 6, 6, 4))
+    net = NieFCN(3, in_channels=2, out_channels=1, channels=(4, 4, 4, 4, 6, 6, 6, 4))
     x = torch.randn(2, 2, 20, 24, 18)
     y, feats = net(x, return_features=True)
     assert y.shape == (2, 1, 4, 8, 2)
@@ -35,5 +35,5 @@ def test_forward_3d_autocontext_channels_and_features():
 
 
 def test_forward_2d():
-    net = ValidConvFCN(2, channels=(4,) * 8)
+    net = NieFCN(2, channels=(4,) * 8)
     assert net(torch.randn(1, 1, 32, 32)).shape == (1, 1, 16, 16)

@@ -1,20 +1,20 @@
 import torch
 from torch import nn
 
-from medgen.networks import VAE, DenoisingAutoencoder, MLPDecoder, MLPEncoder
+from medgen.networks import TybaltVAE, AdageAutoencoder, MLPDecoder, MLPEncoder
 
 
 def test_tybalt_defaults_and_variants():
-    vae = VAE()
+    vae = TybaltVAE()
     lin = [m for m in vae.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in lin] == [(5000, 100), (5000, 100), (100, 5000)]
-    v2 = VAE(5000, 100, hidden_sizes=(300,))
+    v2 = TybaltVAE(5000, 100, hidden_sizes=(300,))
     lin = [m for m in v2.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in lin] == [(5000, 300), (300, 100), (300, 100), (100, 300), (300, 5000)]
 
 
 def test_vae_forward_sampling_and_heads():
-    vae = VAE(40, 6, hidden_sizes=(12,))
+    vae = TybaltVAE(40, 6, hidden_sizes=(12,))
     x = torch.rand(8, 40)
     recon, mu, logvar, z = vae(x)
     assert recon.shape == (8, 40) and mu.shape == logvar.shape == z.shape == (8, 6)
@@ -43,7 +43,7 @@ def test_head_relu_quirk():
 
 
 def test_dae_tied_and_corruption():
-    dae = DenoisingAutoencoder(200, 10, corruption=0.3, tied=True)
+    dae = AdageAutoencoder(200, 10, corruption=0.3, tied=True)
     assert sum(p.numel() for p in dae.parameters()) == 200 * 10 + 10 + 200
     x = torch.ones(50, 200)
     assert abs((dae.corrupt(x) == 0).float().mean().item() - 0.3) < 0.03
@@ -52,5 +52,5 @@ def test_dae_tied_and_corruption():
     dae.eval()
     xe = torch.rand(4, 200)
     assert torch.allclose(dae(xe)[1], torch.sigmoid(dae.encoder(xe)))  # no corruption in eval
-    untied = DenoisingAutoencoder(200, 10, tied=False)
+    untied = AdageAutoencoder(200, 10, tied=False)
     assert untied.decoder.weight.shape == (200, 10)

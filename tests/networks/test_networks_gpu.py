@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from medgen.networks import DeepMedic, MultiLayerDomainDiscriminator, PatchDiscriminator, UNetGenerator, ValidConvFCN
+from medgen.networks import DeepMedic, DomainDiscriminator, PatchDiscriminator, UNetGenerator, NieFCN
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -18,7 +18,7 @@ def test_generators_and_discriminator_train_step_amp():
         loss = d(y, x).float().mean() + (y.float() - x).abs().mean()
     loss.backward()
     assert y.shape == x.shape and all(p.grad is not None for p in g.parameters())
-    fcn = ValidConvFCN(3).to(dev)
+    fcn = NieFCN(3).to(dev)
     assert fcn(torch.randn(2, 1, 32, 32, 32, device=dev)).shape == (2, 1, 16, 16, 16)
 
 
@@ -29,6 +29,6 @@ def test_deepmedic_with_domain_discriminator_on_gpu():
     x = torch.randn(2, 1, *sizes.context, device=dev)
     logits, feats = net(x, return_features=True)
     assert logits.shape == (2, 2, 21, 21, 21)
-    d = MultiLayerDomainDiscriminator(3, sum(net.feature_channels)).to(dev)
+    d = DomainDiscriminator(3, sum(net.feature_channels)).to(dev)
     d(feats).mean().backward()
     assert net.normal.layers[0].weight.grad is not None

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from medgen.errors import ConfigError
-from medgen.networks import CTDiscriminator, PatchDiscriminator
+from medgen.networks import NieDiscriminator, PatchDiscriminator
 
 
 def test_receptive_field_hand_values():
@@ -35,7 +35,7 @@ def test_pix2pix_output_size_conditional_and_features():
 
 
 def test_ct_discriminator_linear_logit():
-    net = CTDiscriminator(3, channels=(4, 4, 4, 4), fc_channels=8)
+    net = NieDiscriminator(3, channels=(4, 4, 4, 4), fc_channels=8)
     x = torch.randn(6, 1, 16, 16, 16)
     logit, feats = net(x, return_features=True)
     assert logit.shape == (6, 1)

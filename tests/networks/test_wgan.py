@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from medgen.networks import Encoder, WGANResNetCritic, WGANResNetGenerator
+from medgen.networks import IziEncoder, WGANResNetCritic, WGANResNetGenerator
 
 
 def test_fanogan_64px_topology():
@@ -23,7 +23,7 @@ def test_fanogan_64px_topology():
 def test_gradient_penalty_and_encoder(spatial_dims, size):
     g = WGANResNetGenerator(spatial_dims, latent_dim=16, image_size=size, dim=4)
     c = WGANResNetCritic(spatial_dims, image_size=size, dim=4)
-    e = Encoder(spatial_dims, image_size=size, dim=4, latent_dim=16)
+    e = IziEncoder(spatial_dims, image_size=size, dim=4, latent_dim=16)
     x = g(torch.randn(3, 16)).detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(c(x).sum(), x, create_graph=True)
     gp = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()

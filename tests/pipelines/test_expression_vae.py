@@ -9,7 +9,7 @@ import torch
 
 from medgen.engine.outputs import OutputFolder
 from medgen.data.phantoms import write_phantom_dataset
-from medgen.engine.api import build_config, infer, load_trained, train_config
+from medgen.engine.commands import build_config, infer, load_trained, train_config
 from medgen.errors import ConfigError, DataError, MedgenError
 from medgen.pipelines.expression_vae import ExpressionVAE, tcga_sample_type
 from medgen.pipelines.expression_vae_eval import association_tests, evaluate_run, programme_recovery

@@ -12,7 +12,7 @@ import torch
 
 import medgen.pipelines.lesion_uda as L
 from medgen.data.phantoms import write_phantom_dataset
-from medgen.engine.api import build_config, evaluate, infer, train_config
+from medgen.engine.commands import build_config, evaluate, infer, train_config
 from medgen.errors import ConfigError, DataError, MedgenError
 from medgen.pipelines.lesion_uda_parts import UNetSegmenter, protocol_shift
 
@@ -77,7 +77,7 @@ def test_beats_threshold_baseline_on_held_out_source_cases(tmp_path):
     assert rows
     from medgen.metrics import dice
 
-    _, _, stages, _ = __import__("medgen.engine.api", fromlist=["load_trained"]).load_trained(run, device="cpu")
+    _, _, stages, _ = __import__("medgen.engine.commands", fromlist=["load_trained"]).load_trained(run, device="cpu")
     cases = {c["id"]: c for s in ("test", "validation") for c in stages[0].load_cases(s)}
     base = [dice(_threshold_baseline(cases[r["id"]]), cases[r["id"]]["lesion"][0].numpy() > 0.5) for r in rows]
     model = [r["dice"] for r in rows]

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from medgen.data.phantoms import write_phantom_dataset
-from medgen.engine.api import build_config, evaluate, infer, train_config
+from medgen.engine.commands import build_config, evaluate, infer, train_config
 from medgen.engine.trainer import Trainer
 from medgen.errors import ConfigError, DataError
 from medgen.losses import sobel_edges
@@ -100,7 +100,7 @@ def test_beats_histogram_matching_on_held_out_phantoms(tmp_path_factory, tmp_pat
         "model.target_key=t2", "train.iterations=120", "train.val_every=1000", "train.batch_size=4",
         "model.lr=2e-3", "model.epochs_constant=1000"])
     summary = train_config(cls, cfg)
-    from medgen.engine.api import load_trained
+    from medgen.engine.commands import load_trained
 
     _, _, stages, _ = load_trained(summary["run_dir"], device="cpu")
     pipe = stages[-1]

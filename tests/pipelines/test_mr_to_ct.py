@@ -11,7 +11,7 @@ import torch
 
 from medgen.engine.outputs import OutputFolder
 from medgen.data.phantoms import write_phantom_dataset
-from medgen.engine.api import build_config, evaluate, infer, load_trained, train_config
+from medgen.engine.commands import build_config, evaluate, infer, load_trained, train_config
 from medgen.engine.cascade import cascade_predict
 from medgen.errors import ConfigError, DataError
 from medgen.losses import real_fake_logits

@@ -5,9 +5,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import tests.pipelines.volume_example  # noqa: F401  (registers volume_example)
+import medgen.pipelines._template  # noqa: F401  (registers template_translation)
 from medgen.data.phantoms import write_phantom_dataset
-from medgen.engine.api import build_config, evaluate, infer, train_config
+from medgen.engine.commands import build_config, evaluate, infer, train_config
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +19,11 @@ def head(tmp_path_factory):
 def test_train_resume_infer_evaluate(head, tmp_path):
     common = [f"data.dataset={head.parent}", "data.patch_size=[16,16,16]", "train.val_every=10",
               "train.progress=off", f"output.root={tmp_path}", "output.name=r", "infer.overlap=0.25"]
-    cls, cfg = build_config("volume_example", None, ["train.iterations=10", *common])
+    cls, cfg = build_config("template_translation", None, ["train.iterations=10", *common])
     train_config(cls, cfg)
-    cls, cfg = build_config("volume_example", None, ["train.iterations=30", *common])
+    cls, cfg = build_config("template_translation", None, ["train.iterations=30", *common])
     summary = train_config(cls, cfg, resume=True)
-    run = tmp_path / "volume_example" / "r"
+    run = tmp_path / "template_translation" / "r"
     assert summary["best_metric"] is not None
     result = infer(run)
     assert result["written"] >= 1 and result["failed"] == 0
@@ -47,8 +47,8 @@ def test_export_cli_round_trip(head, tmp_path):
 
     common = [f"data.dataset={head.parent}", "data.patch_size=[16,16,16]", "train.iterations=2",
               "train.progress=off", f"output.root={tmp_path}", "output.name=e"]
-    assert main(["train", "volume_example", *common]) == 0
-    run = tmp_path / "volume_example" / "e"
+    assert main(["train", "template_translation", *common]) == 0
+    run = tmp_path / "template_translation" / "e"
     assert main(["export", str(run), "--format", "torchscript"]) == 0
     assert (run / "export" / "G.pt").exists()
     assert main(["export", str(run), "--network", "D"]) == 2  # a clear error, not a traceback
@@ -61,39 +61,39 @@ def test_one_bad_case_does_not_stop_inference(tmp_path):
     dataset = write_phantom_dataset("head", root, n_cases=5, seed=4, shape=(24, 24, 24))
     common = [f"data.dataset={root}", "data.patch_size=[16,16,16]", "train.iterations=2", "train.progress=off",
               f"output.root={tmp_path}", "output.name=b"]
-    cls, cfg = build_config("volume_example", None, common)
+    cls, cfg = build_config("template_translation", None, common)
     train_config(cls, cfg)
     datalist = json.loads(dataset.read_text())
     bad = datalist["test"][0]
     t1 = root / bad["t1"]
     shutil.copy(t1, tmp_path / "t1_backup.nii.gz")
     t1.write_bytes(t1.read_bytes()[:200])  # truncated file
-    result = infer(tmp_path / "volume_example" / "b")
+    result = infer(tmp_path / "template_translation" / "b")
     assert result["failed"] == 1 and result["written"] == len(datalist["test"]) - 1
-    manifest = json.loads((tmp_path / "volume_example" / "b" / "predictions" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "template_translation" / "b" / "predictions" / "manifest.json").read_text())
     assert manifest["cases"][bad["id"]]["status"] == "failed"
     assert bad["t1"].split("/")[-1] in manifest["cases"][bad["id"]]["error"]  # the error names the file
     shutil.copy(tmp_path / "t1_backup.nii.gz", t1)
-    rerun = infer(tmp_path / "volume_example" / "b")  # only the missing case is processed
+    rerun = infer(tmp_path / "template_translation" / "b")  # only the missing case is processed
     assert rerun == dict(rerun, written=1, failed=0, skipped=len(datalist["test"]) - 1)
 
 
 def test_bad_training_case_refused_or_skipped(tmp_path):
     from medgen.errors import DataError
-    from tests.pipelines.volume_example import VolumeExample
+    from medgen.pipelines._template import TemplateTranslation
 
     root = tmp_path / "data"
     dataset = write_phantom_dataset("head", root, n_cases=5, seed=5, shape=(16, 16, 16))
     bad = json.loads(dataset.read_text())["training"][0]
     (root / bad["t2"]).write_bytes(b"\x00" * 10)
-    cls, cfg = build_config("volume_example", None, [f"data.dataset={root}"])
+    cls, cfg = build_config("template_translation", None, [f"data.dataset={root}"])
     with pytest.raises(DataError, match=bad["t2"].split("/")[-1]):
-        VolumeExample(cfg).load_cases("training")
-    cls, cfg = build_config("volume_example", None, [f"data.dataset={root}", "data.skip_bad_cases=true"])
-    pipeline = VolumeExample(cfg)
+        TemplateTranslation(cfg).data.load("training")
+    cls, cfg = build_config("template_translation", None, [f"data.dataset={root}", "data.skip_bad_cases=true"])
+    pipeline = TemplateTranslation(cfg)
     with pytest.warns(UserWarning, match="skipping case"):
-        cases = pipeline.load_cases("training")
-    assert bad["id"] not in {c["id"] for c in cases} and pipeline.skipped_cases[0]["id"] == bad["id"]
+        cases = pipeline.data.load("training")
+    assert bad["id"] not in {c.id for c in cases} and pipeline.data.skipped[0].id == bad["id"]
 
 
 def test_phantom_folder_per_request_and_stale_folders_refused(tmp_path):
@@ -101,14 +101,15 @@ def test_phantom_folder_per_request_and_stale_folders_refused(tmp_path):
     (two smoke configs sharing demo_data never read each other's cases), and a folder whose phantom differs from
     the request gives a clear error naming the folder and the difference instead of silent reuse."""
     from medgen.errors import MedgenError
-    from medgen.pipelines.volume import VolumeDataConfig, phantom_dataset
+    from medgen.config.sections import ImageDataConfig
+    from medgen.data.phantoms import phantom_dataset
 
-    cfg = VolumeDataConfig(phantom_dir=str(tmp_path), phantom_cases=3, phantom_shape=[16, 16, 16])
+    cfg = ImageDataConfig(phantom_dir=str(tmp_path), phantom_cases=3, phantom_shape=[16, 16, 16])
     folder = phantom_dataset("head", cfg, seed=0)
     assert folder == tmp_path / "head_3cases_16x16x16"
     assert json.loads((folder / "dataset.json").read_text())["phantom"]["n_cases"] == 3
     assert phantom_dataset("head", cfg, seed=0) == folder  # same request: reused as it is
-    other = VolumeDataConfig(phantom_dir=str(tmp_path), phantom_cases=4, phantom_shape=[16, 16, 16])
+    other = ImageDataConfig(phantom_dir=str(tmp_path), phantom_cases=4, phantom_shape=[16, 16, 16])
     assert phantom_dataset("head", other, seed=0) == tmp_path / "head_4cases_16x16x16"
     with pytest.raises(MedgenError, match=r"n_cases=3 \(asked: 4\)") as err:
         phantom_dataset("head", other, seed=0, folder=folder)

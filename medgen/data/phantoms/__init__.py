@@ -21,6 +21,7 @@ _LAZY = {
     "make_oct_bscan": "medgen.data.phantoms.oct",
     "ANOMALIES": "medgen.data.phantoms.oct",
     "make_expression": "medgen.data.phantoms.expression",
+    "phantom_dataset": "medgen.data.phantoms.cached",
 }
 
 __all__ = ["PHANTOM_KINDS", "write_phantom_dataset", *_LAZY]

@@ -1,5 +1,5 @@
 """Config sections every pipeline shares. A pipeline config subclasses `PipelineConfig` and adds its own
-`model` (and, where needed, `data`) section with the paper's defaults."""
+`model` (and, where needed, `data`, `train`, `infer`) section with the paper's defaults."""
 
 from __future__ import annotations
 
@@ -18,6 +18,17 @@ class DataConfig:
     phantom_cases: int = 0  # 0: the phantom generator's default
     num_workers: int = 0  # DataLoader workers; patches are drawn deterministically per index either way
     skip_bad_cases: bool = False  # skip (and report) unreadable cases instead of stopping
+
+
+@dataclass
+class ImageDataConfig(DataConfig):
+    """Data of the methods trained on patches of images or volumes."""
+
+    patch_size: list[int] = field(default_factory=lambda: [64, 64, 64])  # network input window
+    patch_sampling: Literal["uniform", "foreground", "lesion_balanced"] = "foreground"
+    mask_key: str = "mask"  # head / brain mask: foreground sampling and the metrics' mask ("" = none)
+    lesion_key: str = "lesion"  # for lesion_balanced sampling
+    phantom_shape: list[int] = field(default_factory=list)  # phantom volume size ([] = generator default)
 
 
 @dataclass

@@ -150,6 +150,7 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
     Under torchrun the cases are split across ranks; each rank records its cases in its own
     `manifest.rank<r>.json`, which rank 0 merges into `manifest.json` at the end (and a rerun merges too).
     """
+    from medgen.data.cases import CaseError
     from medgen.engine.outputs import OutputFolder
 
     dist = ddp.init_distributed(device)
@@ -164,13 +165,14 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
     manifest = _read_manifest(out, cls.name)
     model = [dict(s.checkpoint or {}, stage=s.stage) for s in stages]
     model_digest = _digest([m.get("sha256") for m in model])
-    manifest.update(dataset=cfg.data.dataset, checkpoints=model)
+    source = stages[0].data
+    manifest.update(dataset=str(source.ref.path), dataset_sha256=source.ref.sha256, checkpoints=model)
     folder = OutputFolder(out, owned=manifest.get("written", []), overwrite=overwrite)
     mine = {"pipeline": cls.name, "cases": {}}
     part_path = out / (f"manifest.rank{dist.rank}.json" if dist.enabled else "manifest.json")
     splits = ("training", "validation", "test") if split == "all" else (split,)
     written = skipped = failed = 0
-    output_key = getattr(stages[0], "output_name", "output")
+    output_key = stages[0].output_name
 
     def record(case_id: str, entry: dict) -> None:
         mine["cases"][case_id] = entry
@@ -180,8 +182,8 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
         write_json_atomic(part_path, state)
 
     for split_name in splits:
-        inputs = {cid: _digest(_file_identity(v)) for cid, v in stages[0].input_files(split_name).items()}
-        ids = stages[0].case_ids(split_name)
+        inputs = {cid: _digest(_file_identity(v)) for cid, v in source.inputs(split_name).items()}
+        ids = source.ids(split_name)
 
         def up_to_date(cid: str) -> bool:
             e = manifest["cases"].get(cid) or {}
@@ -193,7 +195,7 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
         skipped += len(done)
         todo = [cid for cid in ids if cid not in done]
         assigned = set(todo[dist.rank :: dist.world_size])
-        cases = stages[0].iter_cases(split_name, skip=set(ids) - assigned)
+        cases = source.iter(split_name, skip=set(ids) - assigned)
         while True:
             try:
                 case = next(cases)
@@ -201,11 +203,11 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
                 break
             except Exception as exc:  # noqa: BLE001 - a loader error must not stop the other cases
                 raise MedgenError(f"reading the {split_name} split failed: {type(exc).__name__}: {exc}") from exc
-            case_id = str(case["id"])
+            case_id = str(case.id)
             entry = {"split": split_name, "model": model_digest, "inputs": inputs.get(case_id), "files": []}
             try:
-                if "error" in case:  # could not be loaded
-                    raise MedgenError(case["error"])
+                if isinstance(case, CaseError):  # could not be loaded
+                    raise MedgenError(case.error)
                 predictions = cascade_predict(stages, case, output_key)
                 _check_finite(predictions)
                 stale = [f["path"] for f in (manifest["cases"].get(case_id) or {}).get("files", [])]
@@ -228,7 +230,7 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
     ddp.barrier()
     if dist.enabled and dist.is_main:  # merge the ranks' parts into the one manifest
         merged = _read_manifest(out, cls.name)
-        merged.update(dataset=cfg.data.dataset, checkpoints=model)
+        merged.update(dataset=str(source.ref.path), dataset_sha256=source.ref.sha256, checkpoints=model)
         write_json_atomic(out / "manifest.json", merged)
         for part in out.glob("manifest.rank*.json"):
             part.unlink()
@@ -247,14 +249,19 @@ def _check_finite(predictions: list[dict]) -> None:
                                       "infinity); nothing written for this case")
 
 
-def evaluate(predictions, references, out=None, run=None, split: str = "test", overwrite: bool = False) -> dict:
+def evaluate(predictions, references=None, out=None, run=None, split: str = "test", overwrite: bool = False) -> dict:
     """Metrics of written predictions against the references of a dataset (per_case.csv, summary.json, report.md).
 
     The report goes to `out` (default: `<predictions>/../eval`); an existing, non-empty report folder is
     replaced only with `overwrite`, so an earlier evaluation is never lost by accident."""
-    from medgen.engine.report import evaluate_predictions
+    from medgen.engine.evaluation import evaluate_predictions
 
     predictions = Path(predictions)
+    if references is None:  # the dataset the predictions were made from, as their manifest records it
+        try:
+            references = json.loads((predictions / "manifest.json").read_text())["dataset"]
+        except (OSError, ValueError, KeyError):
+            raise MedgenError(f"{predictions}: no manifest.json naming the dataset; give the dataset folder") from None
     target = Path(out) if out else predictions.parent / "eval"
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise MedgenError(f"{target} already holds an evaluation; pass --overwrite to replace it, or --out to write "
