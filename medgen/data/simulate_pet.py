@@ -27,7 +27,7 @@ import numpy as np
 
 from medgen.errors import DataError, MedgenError
 
-GENERATOR = "medgen.pipelines.pet_lowdose_data"
+GENERATOR = "medgen.data.simulate_pet"
 # The amyloid split used by the benchmark: left slab trains, a thin midline slab validates, right slab tests.
 LEFT_RIGHT_PARTS = {"training": (0.0, 0.4375), "validation": (0.4375, 0.5625), "test": (0.5625, 1.0)}
 
@@ -131,7 +131,8 @@ def simulate_paired_dataset(
         ours = False
         if meta_path.exists():
             try:
-                ours = json.loads(meta_path.read_text()).get("generator") == GENERATOR
+                # the module's earlier name counts too: datasets written before it moved are still ours
+                ours = json.loads(meta_path.read_text()).get("generator") in (GENERATOR, "medgen.pipelines.pet_lowdose_data")
             except (OSError, ValueError, AttributeError):
                 ours = False
         if not overwrite:

@@ -1,60 +1,22 @@
-"""Baselines and region metrics of `pet_lowdose` (Wang et al. 2018 compare against the low-dose input and
-classical denoisers): Gaussian smoothing with sigma chosen on the validation split, scikit-image non-local
-means with its strength chosen the same way, and regional mean bias (%) in tissue label regions.
-
-Everything here works on plain numpy arrays in the input's units (Bq/mL or SUV), so the benchmark, the
-pipeline's `evaluate_case` and the tests compute identical numbers.
+"""Classical denoising baselines for low-dose PET (Wang et al. 2018 compare against them): Gaussian smoothing
+with its sigma chosen on the validation split, and scikit-image non-local means with its strength chosen the
+same way. They work on numpy arrays in the input's units, so every method is scored by the same metric code
+(`medgen.metrics.pet`).
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from medgen.errors import MedgenError
+from medgen.metrics.pet import case_metrics
 
 # Candidate sigmas (voxels) for the Gaussian baseline: from barely any smoothing to a strong 3-voxel blur.
 GAUSSIAN_SIGMAS = (0.25, 0.35, 0.45, 0.55, 0.65, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0)
 # Candidate NLM strengths, as multiples of the noise sigma scikit-image estimates (its docs suggest ~0.8).
 NLM_H_FACTORS = (0.4, 0.6, 0.8, 1.0)
-
-
-def data_range_in_mask(target: np.ndarray, mask: np.ndarray | None) -> float:
-    """PSNR / SSIM data range: the target's range inside the metric mask (fixed per case for all methods)."""
-    values = target[mask] if mask is not None else target
-    return float(values.max() - values.min()) or 1.0
-
-
-def region_bias(pred: np.ndarray, target: np.ndarray, labels: np.ndarray | None,
-                regions: Mapping[str, int]) -> dict[str, float]:
-    """Mean bias in % per labelled region: 100 * (mean(pred) - mean(target)) / mean(target) over the region.
-
-    A region missing from the label map (or with zero target mean) gives NaN, not an error, so one odd case
-    does not stop a whole evaluation.
-    """
-    out: dict[str, float] = {}
-    if labels is None:
-        return out
-    for name, label in regions.items():
-        sel = labels == int(label)
-        ref = float(target[sel].mean()) if sel.any() else 0.0
-        out[f"bias_{name}_pct"] = 100.0 * (float(pred[sel].mean()) - ref) / ref if ref else float("nan")
-    return out
-
-
-def case_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None,
-                 labels: np.ndarray | None = None, regions: Mapping[str, int] | None = None) -> dict[str, float]:
-    """PSNR, SSIM and NMSE inside the mask (plus MAE / MSE / NCC) and regional bias, in source units."""
-    from medgen.metrics import image_metrics
-
-    pred = np.asarray(pred, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
-    if mask is not None and not mask.any():
-        raise MedgenError("the metric mask is empty: PSNR / SSIM / NMSE inside it are undefined")
-    values = image_metrics(pred, target, data_range=data_range_in_mask(target, mask), mask=mask)
-    values.update(region_bias(pred, target, labels, regions or {}))
-    return values
 
 
 def gaussian_smooth(image: np.ndarray, sigma: float) -> np.ndarray:
