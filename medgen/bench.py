@@ -60,6 +60,7 @@ def bench_one(name: str, config: str | None, overrides: list[str], steps: int, w
     """Measure one pipeline in this process."""
     from medgen.engine.api import build_config
     from medgen.engine.logging import RunLogger
+    from medgen.engine.sampling import StepSampler
     from medgen.engine.trainer import Trainer, resolve_device
 
     cls, cfg = build_config(name, config, overrides)
@@ -72,8 +73,12 @@ def bench_one(name: str, config: str | None, overrides: list[str], steps: int, w
         trainer.logger = RunLogger(tmp, 1, enabled=False)
         dataset = trainer.dataset
         n_batches = max(2, (steps + warmup) * (pipeline.critic_steps + 1))
-        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train.batch_size,
-                                             sampler=range(n_batches * cfg.train.batch_size), num_workers=0)
+        # The trainer's own index stream (endless: a finite dataset such as expression_vae's samples starts a
+        # new permutation per epoch), so the bench reads what training reads and never indexes past the end.
+        stream = iter(StepSampler(dataset, cfg.train.batch_size, seed=cfg.train.seed))
+        indices = [next(stream) for _ in range(n_batches * cfg.train.batch_size)]
+        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=indices,
+                                             num_workers=0)
         t0 = time.perf_counter()
         batches = list(loader)
         load_s = (time.perf_counter() - t0) / len(batches)
@@ -144,6 +149,12 @@ def memory_scaling(sizes=(128, 192, 256), ngf: int = 64, window: int = 64, windo
             rows.append({"size": size, "error": proc.stderr.strip().splitlines()[-1:]})
             continue
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return fit_memory_slope(rows)
+
+
+def fit_memory_slope(rows: list[dict]) -> list[dict]:
+    """Add the least-squares line peak RSS (MB) = slope x million voxels + intercept to every row, when at least
+    two sizes were measured."""
     good = [r for r in rows if "peak_rss_mb" in r]
     if len(good) >= 2:
         import numpy as np
