@@ -106,8 +106,7 @@ def load_header(path: str | os.PathLike) -> ImageHeader:
         return ImageHeader(str(path), shape, spatial, affine, dtype,
                            _spacing_from_affine(affine, len(spatial)), _axcodes(affine), qcode, scode)
     if suffix in ITK_SUFFIXES:
-        import SimpleITK as sitk
-
+        sitk = _simpleitk(path)
         try:
             reader = sitk.ImageFileReader()
             reader.SetFileName(str(path))
@@ -127,6 +126,17 @@ def load_header(path: str | os.PathLike) -> ImageHeader:
         return ImageHeader(str(path), tuple(arr.shape), tuple(spatial), np.eye(4), str(arr.dtype),
                            (1.0, 1.0), _axcodes(np.eye(4)))
     raise DataError(path, f"unsupported image type {suffix!r} (expected one of {', '.join(IMAGE_SUFFIXES)})")
+
+
+def _simpleitk(path):
+    """SimpleITK, imported only when a MetaImage / NRRD file is read: everything else (NIfTI, 2D images, tables,
+    training, inference) works without it, e.g. on GPU machines where it is not installed."""
+    try:
+        import SimpleITK
+    except ImportError:
+        raise DataError(path, "reading MetaImage / NRRD files needs SimpleITK, which is not installed "
+                              "(pip install SimpleITK), or convert the file to NIfTI") from None
+    return SimpleITK
 
 
 def _itk_affine(direction, spacing, origin) -> np.ndarray:
@@ -153,8 +163,7 @@ def _read_2d(path: Path) -> np.ndarray:
 
 def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """-> (array in (i, j, k[, C]) order, RAS affine)."""
-    import SimpleITK as sitk
-
+    sitk = _simpleitk(path)
     try:
         img = sitk.ReadImage(str(path))
         arr = sitk.GetArrayFromImage(img)  # (z, y, x[, C])
