@@ -14,6 +14,7 @@ Each pipeline is measured in a fresh subprocess so peak RSS belongs to it alone.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
@@ -37,8 +38,6 @@ def _sync(device):
 
 
 def _measure_steps(trainer, batches, steps: int, warmup: int) -> float:
-    import itertools
-
     p = trainer.pipeline
     for net in p.networks.values():
         net.train()
@@ -56,8 +55,8 @@ def _measure_steps(trainer, batches, steps: int, warmup: int) -> float:
 
 
 def bench_one(name: str, config: str | None, overrides: list[str], steps: int, warmup: int, volume: int,
-              plain: bool = True) -> dict:
-    """Measure one pipeline in this process."""
+              plain: bool = True, flops: bool = False) -> dict:
+    """Measure one pipeline in this process; `flops`: also count one training step's FLOPs (medgen.flops)."""
     from medgen.engine.api import build_config
     from medgen.engine.logging import RunLogger
     from medgen.engine.sampling import StepSampler
@@ -104,6 +103,10 @@ def bench_one(name: str, config: str | None, overrides: list[str], steps: int, w
             plain_s = _measure_steps(plain_trainer, batches, steps, warmup)
             result["plain_step_s"] = plain_s
             result["speedup_vs_plain"] = plain_s / step_s
+        if flops:  # after the timings: counting runs one more step
+            from medgen.flops import count_step_flops
+
+            result.update(count_step_flops(trainer, itertools.cycle(batches)))
         bench_inference = getattr(pipeline, "bench_inference", None)
         if bench_inference is not None:
             result.update(bench_inference())
@@ -167,12 +170,15 @@ def fit_memory_slope(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def run_in_subprocess(name: str, config, overrides, steps, warmup, volume, timeout=3600) -> dict:
+def run_in_subprocess(name: str, config, overrides, steps, warmup, volume, timeout=3600, extra_args=()) -> dict:
     cmd = [sys.executable, "-m", "medgen.bench", name, *overrides, "--steps", str(steps), "--warmup", str(warmup),
-           "--volume", str(volume)]
+           "--volume", str(volume), *extra_args]
     if config:
         cmd += ["-c", str(config)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"pipeline": name, "error": [f"timed out after {timeout:g} s"]}
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"pipeline": name, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["failed"]}
@@ -208,9 +214,11 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--volume", type=int, default=256)
+    parser.add_argument("--flops", action="store_true", help="also count one training step's FLOPs")
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    print(json.dumps(bench_one(args.pipeline, args.config, args.overrides, args.steps, args.warmup, args.volume)))
+    print(json.dumps(bench_one(args.pipeline, args.config, args.overrides, args.steps, args.warmup, args.volume,
+                               flops=args.flops)))
     return 0
 
 

@@ -37,9 +37,21 @@ def test_memory_slope_is_the_least_squares_line():
 def test_subprocess_passes_overrides(tmp_path):
     from medgen.bench import run_in_subprocess
 
-    r = run_in_subprocess("toy_denoise", None, ["model.size=8", "model.channels=2"], steps=1, warmup=0, volume=0)
+    r = run_in_subprocess("toy_denoise", None, ["model.size=8", "model.channels=2"], steps=1, warmup=0, volume=0,
+                          extra_args=["--flops"])
     assert "error" not in r, r
     assert r["samples_per_s"] > 0
+    # three 3x3 convolutions on 8x8 (1->2, 2->2, 2->1 channels): forward 2 x 64 x 9 x (2 + 4 + 2) multiply-adds,
+    # backward twice that less the first layer's input gradient (the input needs none)
+    forward = 2 * 64 * 9 * (2 + 4 + 2)
+    assert r["step_gflop"] * 1e9 == forward + 2 * forward - 2 * 64 * 9 * 2 and r["flops_counted_by"] == "FlopCounterMode"
+
+
+def test_subprocess_timeout_is_an_error_row():
+    from medgen.bench import run_in_subprocess
+
+    r = run_in_subprocess("toy_denoise", None, [], steps=1, warmup=0, volume=0, timeout=0.01)
+    assert r == {"pipeline": "toy_denoise", "error": ["timed out after 0.01 s"]}
 
 
 def test_bench_one_samples_a_finite_dataset_across_epochs(tmp_path):
