@@ -248,6 +248,8 @@ def gpu_check(out_dir="benchmarks/results/gpu", pipelines=None, skip_tests: bool
     log(f"gpu-check on {env['device_name']}: torch {env['torch']}, CUDA {env['cuda']}, MONAI {env['monai']}; "
         f"missing: {', '.join(env['missing']) or 'nothing'}")
     report["probe"] = matmul_probe(device, probe_size)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the tests and benches run in subprocesses: leave them the memory
     p = report["probe"]
     log(f"matmul probe {p['size']}^3: bf16 {p['bf16_tflops']:.3g}, fp32 {p['fp32_tflops']:.3g}"
         + (f", tf32 {p['tf32_tflops']:.3g}" if p["tf32_tflops"] else "") + " TFLOP/s")

@@ -46,7 +46,7 @@ def _tests_section(tests: dict | None, device: str) -> list[str]:
     if tests.get("error") and tests.get("passed") is None:
         return lines + [f"**Error:** {tests['error']}", ""]
     counts = ", ".join(f"{tests.get(k, 0)} {k}" for k in ("passed", "failed", "errors", "skipped", "xfailed"))
-    how = (f"{tests['workers']} workers x {tests['threads_per_worker']} threads (pytest-xdist)" if tests["workers"]
+    how = (f"{tests['workers']} workers x {tests['threads_per_worker']} thread(s) each (pytest-xdist)" if tests["workers"]
            else "serial")
     limit = f", per-test limit {tests['per_test_timeout_s']:g} s" if tests.get("per_test_timeout_s") else ""
     lines += [f"**{counts}** in {tests['duration_s']:.0f} s; {how}{limit}."]
