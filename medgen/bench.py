@@ -7,7 +7,8 @@ Per pipeline (at its config's default sizes, on the chosen device):
   where the pipeline provides `bench_inference`);
 - peak memory: process RSS on CPU, max allocated on GPU;
 - the same training-step measurement for a "plain" setting of the same networks (fp32, eager, no compile,
-  the way a MONAI tutorial would run them) and the ratio medgen / plain.
+  the way a MONAI tutorial would run them) and the ratio medgen / plain;
+- with `--flops`, one training step's FLOPs (medgen.flops; `medgen gpu-check` turns them into TFLOP/s).
 
 Each pipeline is measured in a fresh subprocess so peak RSS belongs to it alone.
 """
