@@ -1,5 +1,6 @@
-# Two entry points: `make demo` and `make test` (plus `make gpu-check`, below). Each creates .venv when it is missing and
-# installs medgen with torch pinned to the CPU build (constraints.txt); reruns skip the install.
+# Two entry points: `make demo` and `make test` (and `make gpu-check`, below). Each of the two creates .venv
+# when it is missing and installs medgen with torch pinned to the CPU build (constraints.txt); reruns skip
+# the install.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3

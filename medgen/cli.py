@@ -184,8 +184,9 @@ def _cmd_bench(args) -> int:
 
 
 def _add_gpu_check(sub):
-    p = sub.add_parser("gpu-check", help="check a GPU (or CPU): environment, matmul probe, the test suite on the device, "
-                                         "every pipeline's bench with TFLOP/s; one JSON + markdown (docs/benchmarks.md)")
+    p = sub.add_parser("gpu-check", help="check a GPU (or CPU): environment, matmul probe, the test suite on the "
+                                         "device, every pipeline's bench with TFLOP/s; one JSON + markdown "
+                                         "(docs/benchmarks.md)")
     p.add_argument("--out", default="benchmarks/results/gpu", help="folder for the JSON, markdown and pytest log")
     p.add_argument("--pipelines", nargs="*", default=None,
                    help="pipelines to bench (default: all six; --pipelines with no name: none)")
@@ -205,7 +206,8 @@ def _add_gpu_check(sub):
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: 3 on CUDA, 1 on CPU)")
     p.add_argument("--volume", type=int, default=None,
                    help="side of the whole volume for 3D inference (default: 256 on CUDA, 64 on CPU; 0: skip)")
-    p.add_argument("--probe-size", type=int, default=None, help="matmul probe side (default: 8192 on CUDA, 1024 on CPU)")
+    p.add_argument("--probe-size", type=int, default=None,
+                   help="matmul probe side (default: 8192 on CUDA, 1024 on CPU)")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides for every pipeline")
     p.set_defaults(func=_cmd_gpu_check)

@@ -17,8 +17,8 @@ def _environment_rows(report: dict) -> list[str]:
         device = f"{env['device_name']}, no CUDA device"
     commit = env["commit"] + (" (uncommitted changes)" if env.get("dirty") else "") + f" [{env['source']}]"
     missing = ", ".join(f"{d} ({env['packages'][d]['needed_for']})" for d in env["missing"]) or "none"
-    versions = (f"medgen {env['medgen']}, torch {env['torch']}, CUDA {env['cuda'] or '-'}, cuDNN {env['cudnn'] or '-'}, "
-                f"MONAI {env['monai'] or 'MISSING'}, Python {env['python']}")
+    versions = (f"medgen {env['medgen']}, torch {env['torch']}, CUDA {env['cuda'] or '-'}, "
+                f"cuDNN {env['cudnn'] or '-'}, MONAI {env['monai'] or 'MISSING'}, Python {env['python']}")
     rows = [("device", device), ("date", env["date"]), ("commit", commit), ("versions", versions),
             ("missing packages", missing)]
     if probe:
@@ -46,8 +46,8 @@ def _tests_section(tests: dict | None, device: str) -> list[str]:
     if tests.get("error") and tests.get("passed") is None:
         return lines + [f"**Error:** {tests['error']}", ""]
     counts = ", ".join(f"{tests.get(k, 0)} {k}" for k in ("passed", "failed", "errors", "skipped", "xfailed"))
-    how = (f"{tests['workers']} workers x {tests['threads_per_worker']} thread(s) each (pytest-xdist)" if tests["workers"]
-           else "serial")
+    how = (f"{tests['workers']} workers x {tests['threads_per_worker']} thread(s) each (pytest-xdist)"
+           if tests["workers"] else "serial")
     limit = f", per-test limit {tests['per_test_timeout_s']:g} s" if tests.get("per_test_timeout_s") else ""
     lines += [f"**{counts}** in {tests['duration_s']:.0f} s; {how}{limit}."]
     lines += [f"Note: {n}." for n in tests.get("notes", [])]
@@ -84,12 +84,14 @@ def _pipeline_rows(rows: list[dict], device: str) -> list[str]:
         else:
             infer = "-"
         tflops = (f"{_num(r.get('tflops'))} / {_num(r.get('tflops_fp32'))}" if r.get("tflops") is not None else "-")
-        cells = [r["pipeline"], r["config"], size, amp, _num(r["steps_per_s"]), _num(r.get("speedup_vs_plain"), "{:.2f}x"),
-                 _num(r["data_batches_per_s"]), _num(r.get("step_gflop"), "{:.4g}"), tflops,
+        cells = [r["pipeline"], r["config"], size, amp, _num(r["steps_per_s"]),
+                 _num(r.get("speedup_vs_plain"), "{:.2f}x"), _num(r["data_batches_per_s"]),
+                 _num(r.get("step_gflop"), "{:.4g}"), tflops,
                  _num(r.get("pct_of_bf16_peak"), "{:.2g}"), infer, _num(r["peak_memory_mb"], "{:.0f}")]
         out.append("| " + " | ".join(cells) + " |")
         if r.get("flops_note") or r.get("flops_error"):
-            notes.append(f"- {r['pipeline']}: " + "; ".join(x for x in (r.get("flops_note"), r.get("flops_error")) if x))
+            said = (r.get("flops_note"), r.get("flops_error"))
+            notes.append(f"- {r['pipeline']}: " + "; ".join(x for x in said if x))
         if r.get("loader_is_bottleneck"):
             notes.append(f"- {r['pipeline']}: the data loader ({r['data_batches_per_s']:.3g} batches/s, one process) "
                          "is slower than the training step")

@@ -44,7 +44,8 @@ def test_subprocess_passes_overrides(tmp_path):
     # three 3x3 convolutions on 8x8 (1->2, 2->2, 2->1 channels): forward 2 x 64 x 9 x (2 + 4 + 2) multiply-adds,
     # backward twice that less the first layer's input gradient (the input needs none)
     forward = 2 * 64 * 9 * (2 + 4 + 2)
-    assert r["step_gflop"] * 1e9 == forward + 2 * forward - 2 * 64 * 9 * 2 and r["flops_counted_by"] == "FlopCounterMode"
+    assert r["step_gflop"] * 1e9 == forward + 2 * forward - 2 * 64 * 9 * 2
+    assert r["flops_counted_by"] == "FlopCounterMode"
 
 
 def test_subprocess_timeout_is_an_error_row():
