@@ -1,5 +1,6 @@
-# Two entry points: `make demo` and `make test`. Each creates .venv when it is missing and
-# installs medgen with torch pinned to the CPU build (constraints.txt); reruns skip the install.
+# Two entry points: `make demo` and `make test` (and `make gpu-check`, below). Each of the two creates .venv
+# when it is missing and installs medgen with torch pinned to the CPU build (constraints.txt); reruns skip
+# the install.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medgen-installed
 PIP_QUIET := 2>&1 | { grep -v "is ignored" || true; }
 
-.PHONY: install demo test clean
+.PHONY: install demo test gpu-check clean
 
 install: $(STAMP)
 
@@ -25,6 +26,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	@$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# `medgen gpu-check` (docs/benchmarks.md): run with the interpreter whose torch sees your GPU, GPU_PYTHON
+# (default: python3), not .venv, which pins the CPU build of torch. Nothing is installed.
+# Options: make gpu-check GPU_CHECK_ARGS="--skip-tests --pipelines pet_lowdose"
+GPU_PYTHON ?= $(PYTHON)
+gpu-check:
+	$(GPU_PYTHON) -m medgen gpu-check $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) runs demo_data .pytest_cache

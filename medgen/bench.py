@@ -7,13 +7,15 @@ Per pipeline (at its config's default sizes, on the chosen device):
   where the pipeline provides `bench_inference`);
 - peak memory: process RSS on CPU, max allocated on GPU;
 - the same training-step measurement for a "plain" setting of the same networks (fp32, eager, no compile,
-  the way a MONAI tutorial would run them) and the ratio medgen / plain.
+  the way a MONAI tutorial would run them) and the ratio medgen / plain;
+- with `--flops`, one training step's FLOPs (medgen.flops; `medgen gpu-check` turns them into TFLOP/s).
 
 Each pipeline is measured in a fresh subprocess so peak RSS belongs to it alone.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
@@ -37,8 +39,6 @@ def _sync(device):
 
 
 def _measure_steps(trainer, batches, steps: int, warmup: int) -> float:
-    import itertools
-
     p = trainer.pipeline
     for net in p.networks.values():
         net.train()
@@ -56,10 +56,11 @@ def _measure_steps(trainer, batches, steps: int, warmup: int) -> float:
 
 
 def bench_one(name: str, config: str | None, overrides: list[str], steps: int, warmup: int, volume: int,
-              plain: bool = True) -> dict:
-    """Measure one pipeline in this process."""
+              plain: bool = True, flops: bool = False) -> dict:
+    """Measure one pipeline in this process; `flops`: also count one training step's FLOPs (medgen.flops)."""
     from medgen.engine.commands import build_config
     from medgen.engine.logging import RunLogger
+    from medgen.engine.sampling import StepSampler
     from medgen.engine.trainer import Trainer, resolve_device
 
     cls, cfg = build_config(name, config, overrides)
@@ -72,8 +73,12 @@ def bench_one(name: str, config: str | None, overrides: list[str], steps: int, w
         trainer.logger = RunLogger(tmp, 1, enabled=False)
         dataset = trainer.dataset
         n_batches = max(2, (steps + warmup) * (pipeline.critic_steps + 1))
-        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train.batch_size,
-                                             sampler=range(n_batches * cfg.train.batch_size), num_workers=0)
+        # The trainer's own index stream (endless: a finite dataset such as expression_vae's samples starts a
+        # new permutation per epoch), so the bench reads what training reads and never indexes past the end.
+        stream = iter(StepSampler(dataset, cfg.train.batch_size, seed=cfg.train.seed))
+        indices = [next(stream) for _ in range(n_batches * cfg.train.batch_size)]
+        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=indices,
+                                             num_workers=0)
         t0 = time.perf_counter()
         batches = list(loader)
         load_s = (time.perf_counter() - t0) / len(batches)
@@ -99,6 +104,10 @@ def bench_one(name: str, config: str | None, overrides: list[str], steps: int, w
             plain_s = _measure_steps(plain_trainer, batches, steps, warmup)
             result["plain_step_s"] = plain_s
             result["speedup_vs_plain"] = plain_s / step_s
+        if flops:  # after the timings: counting runs one more step
+            from medgen.flops import count_step_flops
+
+            result.update(count_step_flops(trainer, itertools.cycle(batches)))
         bench_inference = getattr(pipeline, "bench_inference", None)
         if bench_inference is not None:
             result.update(bench_inference())
@@ -130,7 +139,7 @@ def memory_scaling(sizes=(128, 192, 256), ngf: int = 64, window: int = 64, windo
             "import json, resource, time, torch\n"
             "from medgen.registry import NETWORKS\n"
             "from medgen.inference.windows import sliding_window\n"
-            f"net = NETWORKS.build('unet', 3, in_channels=1, out_channels=1, ngf={ngf}, patch_size=[{window}]*3).eval()\n"
+            f"net = NETWORKS.build('unet_generator', 3, in_channels=1, out_channels=1, ngf={ngf}, patch_size=[{window}]*3).eval()\n"
             "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
             f"x = torch.rand(1, 1, {size}, {size}, {size})\n"
             "t0 = time.perf_counter()\n"
@@ -144,6 +153,12 @@ def memory_scaling(sizes=(128, 192, 256), ngf: int = 64, window: int = 64, windo
             rows.append({"size": size, "error": proc.stderr.strip().splitlines()[-1:]})
             continue
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return fit_memory_slope(rows)
+
+
+def fit_memory_slope(rows: list[dict]) -> list[dict]:
+    """Add the least-squares line peak RSS (MB) = slope x million voxels + intercept to every row, when at least
+    two sizes were measured."""
     good = [r for r in rows if "peak_rss_mb" in r]
     if len(good) >= 2:
         import numpy as np
@@ -156,12 +171,15 @@ def memory_scaling(sizes=(128, 192, 256), ngf: int = 64, window: int = 64, windo
     return rows
 
 
-def run_in_subprocess(name: str, config, overrides, steps, warmup, volume, timeout=3600) -> dict:
+def run_in_subprocess(name: str, config, overrides, steps, warmup, volume, timeout=3600, extra_args=()) -> dict:
     cmd = [sys.executable, "-m", "medgen.bench", name, *overrides, "--steps", str(steps), "--warmup", str(warmup),
-           "--volume", str(volume)]
+           "--volume", str(volume), *extra_args]
     if config:
         cmd += ["-c", str(config)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"pipeline": name, "error": [f"timed out after {timeout:g} s"]}
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"pipeline": name, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["failed"]}
@@ -197,9 +215,11 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--volume", type=int, default=256)
+    parser.add_argument("--flops", action="store_true", help="also count one training step's FLOPs")
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    print(json.dumps(bench_one(args.pipeline, args.config, args.overrides, args.steps, args.warmup, args.volume)))
+    print(json.dumps(bench_one(args.pipeline, args.config, args.overrides, args.steps, args.warmup, args.volume,
+                               flops=args.flops)))
     return 0
 
 

@@ -243,7 +243,54 @@ def _cmd_bench(args) -> int:
     return 0
 
 
-SUBCOMMANDS = [_add_list, _add_make_dataset, _add_check_data, _add_demo, _add_train, _add_infer, _add_evaluate, _add_export, _add_bench]
+def _add_gpu_check(sub):
+    p = sub.add_parser("gpu-check", help="check a GPU (or CPU): environment, matmul probe, the test suite on the "
+                                         "device, every pipeline's bench with TFLOP/s; one JSON + markdown "
+                                         "(docs/benchmarks.md)")
+    p.add_argument("--out", default="benchmarks/results/gpu", help="folder for the JSON, markdown and pytest log")
+    p.add_argument("--pipelines", nargs="*", default=None,
+                   help="pipelines to bench (default: all six; --pipelines with no name: none)")
+    p.add_argument("--skip-tests", action="store_true", help="do not run the test suite")
+    p.add_argument("--pytest-args", default="", metavar="ARGS",
+                   help="extra pytest arguments, one quoted string: --pytest-args='tests/engine -k resume'")
+    p.add_argument("--workers", type=int, default=None,
+                   help="pytest-xdist workers (default: min(8, cores/2); 0: serial)")
+    p.add_argument("--test-timeout", type=float, default=300, help="per-test limit in s (pytest-timeout; 0: none)")
+    p.add_argument("--tests-timeout", type=float, default=1800, help="limit for the whole suite in s")
+    p.add_argument("--bench-timeout", type=float, default=900, help="limit per pipeline bench in s")
+    p.add_argument("--time-limit", type=float, default=0,
+                   help="stop starting new stages after this many s in all (0: none); what ran is written")
+    p.add_argument("--configs", choices=("auto", "paper", "smoke"), default="auto",
+                   help="auto: paper configs on CUDA, smoke configs on a CPU")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per pipeline (default: 10 on CUDA, 3 on CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: 3 on CUDA, 1 on CPU)")
+    p.add_argument("--volume", type=int, default=None,
+                   help="side of the whole volume for 3D inference (default: 256 on CUDA, 64 on CPU; 0: skip)")
+    p.add_argument("--probe-size", type=int, default=None,
+                   help="matmul probe side (default: 8192 on CUDA, 1024 on CPU)")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every pipeline")
+    p.set_defaults(func=_cmd_gpu_check)
+
+
+def _cmd_gpu_check(args) -> int:
+    import shlex
+
+    from medgen.gpu_check import gpu_check, verdict
+
+    report, paths = gpu_check(
+        args.out, pipelines=args.pipelines, skip_tests=args.skip_tests, pytest_args=shlex.split(args.pytest_args),
+        workers=args.workers, test_timeout=args.test_timeout, tests_timeout=args.tests_timeout,
+        bench_timeout=args.bench_timeout, time_limit=args.time_limit, configs=args.configs, steps=args.steps,
+        warmup=args.warmup, volume=args.volume, probe_size=args.probe_size, overrides=args.overrides,
+        log=lambda line: print(line, flush=True))
+    print(paths["md"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values() if p.exists()))
+    return verdict(report)
+
+
+SUBCOMMANDS = [_add_list, _add_make_dataset, _add_check_data, _add_demo, _add_train, _add_infer, _add_evaluate,
+               _add_export, _add_bench, _add_gpu_check]
 
 
 def parse_with_overrides(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:

@@ -41,12 +41,14 @@ TAG_PROTOCOL = "0018|1030"
 _GAP_TOLERANCE = 0.01
 
 
-def sitk_module():
-    """SimpleITK, imported lazily (medgen depends on it; a trimmed install may lack it)."""
+def sitk_module(path=None):
+    """SimpleITK, imported only when a DICOM series or a MetaImage / NRRD file is read: everything else
+    (NIfTI, 2D images, tables, training, inference) works without it, e.g. on GPU machines lacking it."""
     try:
         import SimpleITK as sitk
-    except ImportError as err:  # pragma: no cover - SimpleITK is a dependency
-        raise DataError(None, "reading DICOM needs SimpleITK: pip install SimpleITK") from err
+    except ImportError:
+        raise DataError(path, "reading DICOM series and MetaImage / NRRD files needs SimpleITK, which is not "
+                              "installed (pip install SimpleITK); or convert the file to NIfTI") from None
     return sitk
 
 

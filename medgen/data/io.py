@@ -119,8 +119,7 @@ def load_header(path: str | os.PathLike) -> ImageHeader:
         return ImageHeader(str(path), shape, spatial, affine, dtype,
                            _spacing_from_affine(affine, len(spatial)), _axcodes(affine), qcode, scode)
     if suffix in ITK_SUFFIXES:
-        import SimpleITK as sitk
-
+        sitk = _simpleitk(path)
         try:
             reader = sitk.ImageFileReader()
             reader.SetFileName(str(path))
@@ -152,6 +151,12 @@ def _dicom_header(path: Path) -> ImageHeader:
                        _spacing_from_affine(affine, len(g.size)), _axcodes(affine))
 
 
+def _simpleitk(path):
+    from medgen.data.dicom import sitk_module
+
+    return sitk_module(path)
+
+
 def _itk_affine(direction, spacing, origin) -> np.ndarray:
     """SimpleITK geometry (LPS world) -> 4x4 voxel-to-RAS affine; 2D images get a 4x4 with z=1."""
     ndim = len(spacing)
@@ -176,8 +181,7 @@ def _read_2d(path: Path) -> np.ndarray:
 
 def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """-> (array in (i, j, k[, C]) order, RAS affine). MetaImage / NRRD files and DICOM series."""
-    import SimpleITK as sitk
-
+    sitk = _simpleitk(path)
     try:
         if is_dicom(path):
             from medgen.data.dicom import read_series, resolve_series

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -83,7 +84,7 @@ def test_zero_size_and_wrong_dims(tmp_path):
 
 
 def test_sitk_mha_matches_nifti_geometry(tmp_path):
-    import SimpleITK as sitk
+    sitk = pytest.importorskip("SimpleITK", reason="SimpleITK is not installed (only MetaImage / NRRD reading needs it)")
 
     arr_ijk = np.random.default_rng(1).random((5, 6, 7)).astype(np.float32)
     img = sitk.GetImageFromArray(np.transpose(arr_ijk, (2, 1, 0)))  # sitk wants (z, y, x)
@@ -96,6 +97,17 @@ def test_sitk_mha_matches_nifti_geometry(tmp_path):
     np.testing.assert_allclose(loaded.meta["original_affine"],
                                [[-1, 0, 0, -10], [0, -2, 0, -20], [0, 0, 3, 30], [0, 0, 0, 1]])
     assert load_header(tmp_path / "a.mha").axcodes == ("L", "P", "S")
+
+
+def test_itk_files_without_simpleitk_name_the_file(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "SimpleITK", None)  # what `import SimpleITK` sees where it is not installed
+    path = tmp_path / "a.mha"
+    path.write_bytes(b"ObjectType = Image\n")
+    for read in (load_image, load_header):
+        with pytest.raises(DataError, match=r"a\.mha: reading DICOM series and MetaImage / NRRD files needs SimpleITK"):
+            read(path)
+    nifti = _save(tmp_path / "b.nii.gz", np.zeros((4, 5, 6), np.float32))  # NIfTI never needs it
+    assert tuple(load_image(nifti).shape) == (1, 4, 5, 6)
 
 
 def test_bscan_layouts(tmp_path):
