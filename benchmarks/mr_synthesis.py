@@ -111,7 +111,7 @@ def run_task(label: str, dataset: Path, target: str, epochs: float, runs: Path, 
     trained whole volumes; `epochs` and the compressed schedule as otherwise (150 epochs = the paper's 100 + 50).
     """
     from medgen.engine.commands import build_config, load_trained, train_config
-    from medgen.pipelines.mr_synthesis_baselines import HistogramMatching, PolynomialRegression
+    from medgen.baselines.intensity import HistogramMatching, PolynomialRegression
 
     scale = (["data.patch_size=[64,64,64]", "model.ngf=64", "model.ndf=64", "train.batch_size=6", "model.lr=2e-4"]
              if paper else ["data.patch_size=[32,32,32]", "model.ngf=16", "model.ndf=16", "train.batch_size=2",
@@ -137,7 +137,7 @@ def run_task(label: str, dataset: Path, target: str, epochs: float, runs: Path, 
         print(f"[{label}] {variant}: {steps} steps in {train_s:.0f} s ({steps / train_s:.2f} steps/s, "
               f"{steps * cfg.train.batch_size / train_s:.2f} patches/s), peak RSS {peak_rss_mb():.0f} MB", flush=True)
     ref = pipes["dea"]
-    train_cases, test_cases = ref.load_cases("training"), ref.load_cases("test")
+    train_cases, test_cases = ref.data.load("training"), ref.data.load("test")
     methods = {v: pipes[v] for v in VARIANTS}
     t0 = time.perf_counter()
     methods["histogram_matching"] = HistogramMatching(["t1"], target, ref.config.data.mask_key).fit(train_cases)
@@ -154,8 +154,8 @@ def run_task(label: str, dataset: Path, target: str, epochs: float, runs: Path, 
                 pred = method.predict_case(case)
             times.append(time.perf_counter() - t0)
             scores = method.evaluate_case(pred, case) if name in VARIANTS else ref.evaluate_case(pred, case)
-            rows.append({"id": case["id"], **{k: float(scores[k]) for k in METRICS}})
-            preds.setdefault(case["id"], {})[name] = pred["output"][0].numpy()
+            rows.append({"id": case.id, **{k: float(scores[k]) for k in METRICS}})
+            preds.setdefault(case.id, {})[name] = pred["output"][0].numpy()
         result["methods"][name] = {"cases": rows, "mean": {k: float(np.mean([r[k] for r in rows])) for k in METRICS},
                                    "predict_s_per_volume": float(np.mean(times))}
     result["volume_shape"] = list(test_cases[0][target].shape[1:])
@@ -258,7 +258,7 @@ def edge_reference(n_cases: int = 16, blurs=(0.5, 0.7, 1.0)) -> str:
     from medgen.data.phantoms.head import make_head
     from medgen.data.presets import MRPreset
     from medgen.metrics import format_table
-    from medgen.pipelines.mr_synthesis_baselines import edge_scores
+    from medgen.metrics.edges import edge_scores
 
     lines = []
     with tempfile.TemporaryDirectory(prefix="mrs_edge_ref_") as tmp:
@@ -306,7 +306,7 @@ def save_preview(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     case = res["_cases"][0]
-    preds = res["_preds"][case["id"]]
+    preds = res["_preds"][case.id]
     names = ["t1", "target", "histogram_matching", "poly3_regression", "cgan", "gea", "dea"]
     images = {"t1": case["t1"][0].numpy(), "target": case[res["target"]][0].numpy(), **preds}
     z = images["t1"].shape[2] // 2

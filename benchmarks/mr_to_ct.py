@@ -92,19 +92,19 @@ def evaluate_all(dataset, runs, steps, label, out_dir, extra=(), previews=1, var
     first `previews` test cases get a picture in out_dir."""
     from medgen.data.io import load_image
     from medgen.engine.cascade import cascade_predict
-    from medgen.pipelines.mr_to_ct_baselines import BulkDensity, IntensityRegression
-    from medgen.pipelines.mr_to_ct_data import ct_metrics
+    from medgen.baselines.ct import BulkDensity, IntensityRegression
+    from medgen.metrics.ct import ct_metrics
 
     trained, timing = {}, {}
     for name in variants:
         trained[name], timing[name] = train_variant(name, dataset, runs, steps, extra)
     ref_pipe = trained[variants[0]][0]
     window = ref_pipe.config.data.hu_window
-    train_cases = ref_pipe.load_cases("training")
+    train_cases = ref_pipe.data.load("training")
     baselines = {"bulk density": BulkDensity(window).fit(train_cases),
                  "intensity->HU": IntensityRegression(window=window).fit(train_cases)}
     rows, infer_s, pictures = [], {}, []
-    test_cases = trained[variants[0]][-1].load_cases("test")
+    test_cases = trained[variants[0]][-1].data.load("test")
     for case in test_cases:
         ref_hu = np.asarray(load_image(case["paths"]["ct"]))[0]
         mask = case["mask"].numpy()[0] > 0
@@ -122,7 +122,7 @@ def evaluate_all(dataset, runs, steps, label, out_dir, extra=(), previews=1, var
                 preds[name] = out[-1]["output"]
         for method, pred in preds.items():
             hu = ref_pipe.to_source_units(case, pred, ref_pipe.ct_params())[0]
-            row = {"set": label, "id": case["id"], "method": method,
+            row = {"set": label, "id": case.id, "method": method,
                    **ct_metrics(hu, ref_hu, mask, data_range=window[1] - window[0])}
             rows.append(row)
         if len(pictures) < previews:
@@ -160,7 +160,7 @@ def template_dataset(folder: Path) -> Path:
     the CT, the left half (i < 45) for training and the right half (i >= 46) for testing (no validation)."""
     import nibabel as nib
 
-    from medgen.pipelines.mr_to_ct_data import check_ct_units, cormack_to_hu, head_mask_from_ct
+    from medgen.data.ct import check_ct_units, cormack_to_hu, head_mask_from_ct
 
     ct_img = nib.load(str(SHARED / "CT_template_scct.nii"))
     mr_img = nib.load(str(SHARED / "T1_template_spm_oldnorm.nii"))

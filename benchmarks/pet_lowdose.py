@@ -64,17 +64,17 @@ def evaluate_methods(runs: dict, dataset, gauss_val=True, regions=None):
 
     from medgen.engine.commands import load_trained
     from medgen.engine.cascade import cascade_predict
-    from medgen.pipelines.pet_lowdose_baselines import (
-        case_metrics, choose_gaussian_sigma, choose_nlm_h, gaussian_smooth, nlm_denoise)
+    from medgen.baselines.denoise import choose_gaussian_sigma, choose_nlm_h, gaussian_smooth, nlm_denoise
+    from medgen.metrics.pet import case_metrics
 
     loaded = {k: load_trained(v, device="cpu", dataset=str(dataset))[2] for k, v in runs.items()}
     any_stage = next(iter(loaded.values()))[0]
     regions = any_stage.config.data.regions if regions is None else regions
-    val = [source_arrays(any_stage, c) for c in any_stage.load_cases("validation")]
+    val = [source_arrays(any_stage, c) for c in any_stage.data.load("validation")]
     sigma, sigma_scores = choose_gaussian_sigma(val)
     h, h_scores = choose_nlm_h(val)
     rows, previews, timings = [], {}, {}
-    for case in any_stage.load_cases("test"):
+    for case in any_stage.data.load("test"):
         a = source_arrays(any_stage, case)
         preds = {"low_dose": a["low_dose"], f"gaussian(s={sigma:g})": gaussian_smooth(a["low_dose"], sigma)}
         t0 = time.perf_counter()
@@ -90,7 +90,7 @@ def evaluate_methods(runs: dict, dataset, gauss_val=True, regions=None):
                 preds[label] = stages[k - 1].to_source_units(case, out["output"], stages[k - 1].output_params(case))[0]
         for method, pred in preds.items():
             m = case_metrics(pred, a["full_dose"], a["mask"], a["tissue"], regions)
-            rows.append({"id": case["id"], "method": method, **{k: m[k] for k in METRICS if k in m}})
+            rows.append({"id": case.id, "method": method, **{k: m[k] for k in METRICS if k in m}})
         if not previews:
             previews = dict(preds, full_dose=a["full_dose"])
     chosen = {"gaussian_sigma_vox": sigma, "gaussian_val_psnr": sigma_scores, "nlm_h_factor": h, "nlm_val_psnr": h_scores}
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     # ---- real amyloid PET: one subject, simulated 25 % dose, disjoint left / right slabs -------------------
     amyloid = SHARED / "amyloid_pet" / "subj01" / "pet.nii.gz"
     if not args.quick and amyloid.exists():
-        from medgen.pipelines.pet_lowdose_data import LEFT_RIGHT_PARTS, simulate_paired_dataset
+        from medgen.data.simulate_pet import LEFT_RIGHT_PARTS, simulate_paired_dataset
 
         ds = simulate_paired_dataset({"subj01": amyloid}, work / "amyloid_025", fraction=0.25, seed=0,
                                      parts=LEFT_RIGHT_PARTS, part_axis=0, overwrite=True).parent

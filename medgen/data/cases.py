@@ -174,10 +174,10 @@ def check_same_grid(headers: dict, case_id: str, spatial_dims: int = 3) -> None:
 
 def load_image_case(entry: dict, split: str, keys: Sequence[CaseKey], source: Path | None,
                     spatial_dims: int = 3) -> Case:
-    """Read one dataset entry into a Case: check keys, headers (dimensions, channels, one grid) and masks
-    before reading voxels, then load and normalise each key (MR statistics inside the case's mask)."""
-    from medgen.data.io import load_header
-    from medgen.data.patches import load_cases
+    """Read one dataset entry into a Case: check keys, headers (dimensions, channels, one grid) before reading
+    voxels, then a mask for being empty before anything is normalised with it, then normalise each key with
+    its preset (MR statistics inside the case's mask), keeping each preset's inverse parameters."""
+    from medgen.data.io import load_header, load_image
     from medgen.data.presets import get_preset
 
     import torch
@@ -196,16 +196,22 @@ def load_image_case(entry: dict, split: str, keys: Sequence[CaseKey], source: Pa
             raise DataError(h.path, f"key {k.name!r} of case '{cid}' has shape {tuple(h.shape)} ({channels} "
                                     f"channels or frames); expected {k.channels} {spatial_dims}D image(s) per file")
     check_same_grid(headers, cid, spatial_dims)
+    loaded = {k.name: load_image(entry[k.name]) for k in chosen}
     mask_key = next((k.name for k in chosen if k.role == "mask"), None)
-    presets = {k.name: get_preset(k.preset) for k in chosen}
-    item = load_cases([entry], [k.name for k in chosen], presets, mask_key=mask_key)[0]
-    case = Case(id=cid, split=split, norm=item["norm"], meta=item["meta"],
-                paths={k.name: entry[k.name] for k in chosen},
-                fields={k: v for k, v in entry.items() if k != "id" and k not in item["meta"]})
+    mask = loaded.get(mask_key) if mask_key else None
+    if mask is not None and not bool((mask > 0).any()):
+        raise DataError(entry[mask_key], f"empty mask (key '{mask_key}', case '{cid}')")
+    case = Case(id=cid, split=split, paths={k.name: entry[k.name] for k in chosen},
+                fields={k: v for k, v in entry.items() if k != "id" and k not in loaded})
     for k in chosen:
-        case.arrays[k.name] = torch.as_tensor(np.ascontiguousarray(item[k.name]), dtype=torch.float32)
-    if mask_key and not bool((case.arrays[mask_key] > 0).any()):
-        raise DataError(case.paths[mask_key], f"mask '{mask_key}' of case '{cid}' is empty")
+        x = loaded[k.name]
+        meta = dict(getattr(x, "meta", {}) or {})
+        preset = get_preset(k.preset)
+        x, case.norm[k.name] = preset.forward(x, meta, mask if k.name != mask_key else None)
+        arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+        case.arrays[k.name] = torch.as_tensor(np.ascontiguousarray(arr), dtype=torch.float32)
+        case.meta[k.name] = {m: meta[m] for m in ("filename_or_obj", "original_affine", "affine", "spatial_shape")
+                             if m in meta}
     return case
 
 

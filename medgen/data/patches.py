@@ -281,3 +281,12 @@ def load_cases(datalist_cases: Sequence[Mapping[str, Any]], keys: Sequence[str],
                                if m in meta}
         out.append(item)
     return out
+
+
+def patches_covering(cases, key: str, patch_size) -> int:
+    """Patches whose voxels add up to one pass over every case's `key` volume (at least one per case): the
+    patch count of an "epoch" equivalent to a pass over whole volumes."""
+    import math
+
+    patch = math.prod(int(p) for p in patch_size)
+    return sum(max(1, math.ceil(math.prod(c[key].shape[1:]) / patch)) for c in cases)

@@ -227,16 +227,26 @@ class ZScorePreset(Preset):
 
 
 class CTPreset(Preset):
-    """HU window [low, high] linearly to [-1, 1] (default [-1000, 2000]: air to dense bone)."""
+    """HU window [low, high] linearly to [-1, 1] (default [-1000, 2000]: air to dense bone).
+
+    With `check_units` the image is first checked to be in Hounsfield units (`medgen.data.ct.check_ct_units`,
+    with the case's mask when given): a display-scaled or contrast-stretched CT fails with a clear error
+    instead of silently teaching a network wrong HU."""
 
     name = "ct"
 
-    def __init__(self, low: float = -1000.0, high: float = 2000.0, clip: bool = True):
+    def __init__(self, low: float = -1000.0, high: float = 2000.0, clip: bool = True, check_units: bool = False):
         if high <= low:
             raise ConfigError(f"ct preset window needs low < high, got [{low}, {high}]")
-        self.low, self.high, self.clip = float(low), float(high), clip
+        self.low, self.high, self.clip, self.check_units = float(low), float(high), clip, check_units
 
     def forward(self, x, meta=None, mask=None):
+        if self.check_units:
+            from medgen.data.ct import check_ct_units
+
+            raw = _np(x)[0] if _np(x).ndim == 4 else _np(x)
+            m = None if mask is None else (_np(mask)[0] if _np(mask).ndim == 4 else _np(mask)) > 0
+            check_ct_units(raw, _source_name(meta), m if m is not None and m.shape == raw.shape else None)
         y = (_float_tensor(x) - self.low) * (2.0 / (self.high - self.low)) - 1.0
         if self.clip:
             y = _clip(y, -1.0, 1.0)

@@ -18,8 +18,10 @@ from medgen.engine.commands import build_config, evaluate, infer, train_config
 from medgen.engine.trainer import Trainer
 from medgen.errors import ConfigError, DataError
 from medgen.losses import sobel_edges
-from medgen.pipelines.mr_synthesis import MRSynthesis, patches_per_epoch
-from medgen.pipelines.mr_synthesis_baselines import HistogramMatching, PolynomialRegression, edge_scores
+from medgen.data.patches import patches_covering
+from medgen.pipelines.mr_synthesis import MRSynthesis
+from medgen.baselines.intensity import HistogramMatching, PolynomialRegression
+from medgen.metrics.edges import edge_scores
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "mr_synthesis_smoke.yaml"
 
@@ -104,9 +106,9 @@ def test_beats_histogram_matching_on_held_out_phantoms(tmp_path_factory, tmp_pat
 
     _, _, stages, _ = load_trained(summary["run_dir"], device="cpu")
     pipe = stages[-1]
-    test_cases = pipe.load_cases("test")
+    test_cases = pipe.data.load("test")
     assert len(test_cases) >= 2
-    baseline = HistogramMatching(["t1"], "t2", "brain_mask").fit(pipe.load_cases("training"))
+    baseline = HistogramMatching(["t1"], "t2", "brain_mask").fit(pipe.data.load("training"))
     with torch.no_grad():
         model = np.mean([pipe.evaluate_case(pipe.predict_case(c), c)["psnr"] for c in test_cases])
     base = np.mean([pipe.evaluate_case(baseline.predict_case(c), c)["psnr"] for c in test_cases])
@@ -127,7 +129,7 @@ def _write(folder: Path, data: dict) -> None:
 
 def _train_cases(folder: Path, tmp_path: Path, *overrides: str):
     cls, cfg = build_config("mr_synthesis", SMOKE, [f"data.dataset={folder}", f"output.root={tmp_path}", *overrides])
-    return cls(cfg).load_cases("training")
+    return cls(cfg).data.load("training")
 
 
 def test_unknown_source_key_names_it(head, tmp_path):
@@ -284,7 +286,7 @@ def test_samples_per_epoch_covers_the_training_volumes(head, tmp_path):
     pipe = cls(cfg)
     dataset = pipe.train_dataset()
     assert cfg.train.samples_per_epoch == len(dataset.cases) * 4  # ceil(24^3 / 16^3) = 4 patches per case
-    assert patches_per_epoch(dataset.cases, "t1", [24, 24, 24]) == len(dataset.cases)
+    assert patches_covering(dataset.cases, "t1", [24, 24, 24]) == len(dataset.cases)
 
 
 # ----- baselines and the edge score --------------------------------------------------------------------------

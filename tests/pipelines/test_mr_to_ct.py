@@ -15,9 +15,11 @@ from medgen.engine.commands import build_config, evaluate, infer, load_trained, 
 from medgen.engine.cascade import cascade_predict
 from medgen.errors import ConfigError, DataError
 from medgen.losses import real_fake_logits
-from medgen.pipelines.mr_to_ct import MrToCt, patch_sizes
-from medgen.pipelines.mr_to_ct_baselines import BulkDensity, IntensityRegression
-from medgen.pipelines.mr_to_ct_data import check_ct_units, cormack_to_hu, ct_metrics
+from medgen.pipelines.mr_to_ct import MrToCt
+from medgen.pipelines.mr_to_ct.config import patch_sizes
+from medgen.baselines.ct import BulkDensity, IntensityRegression
+from medgen.data.ct import check_ct_units, cormack_to_hu
+from medgen.metrics.ct import ct_metrics
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "mr_to_ct_smoke.yaml"
 # Margin fixed before the first run: the trained 2-stage model's mean MAE (HU, head mask, held-out phantom
@@ -78,9 +80,9 @@ def test_beats_bulk_density_baseline(trained):
     cases); the stage comparison is the benchmark's job, see docs/pipelines/mr_to_ct.md."""
     run, _ = trained
     _, cfg, stages, _ = load_trained(run, device="cpu")
-    bulk = BulkDensity(cfg.data.hu_window).fit(stages[0].load_cases("training"))
+    bulk = BulkDensity(cfg.data.hu_window).fit(stages[0].data.load("training"))
     model_mae, base_mae = [], []
-    for case in stages[0].load_cases("test"):
+    for case in stages[0].data.load("test"):
         pred = cascade_predict(stages[:1], case)[-1]
         model_mae.append(stages[0].evaluate_case(pred, case)["mae"])
         base_mae.append(stages[0].evaluate_case({"output": bulk.predict_normalised(case)}, case)["mae"])
@@ -91,7 +93,7 @@ def test_int16_outputs_in_hu(trained, tmp_path):
     run, _ = trained
     _, cfg, stages, _ = load_trained(run, device="cpu")
     stages[-1].config.infer.output_dtype = "int16"
-    case = stages[-1].load_cases("test")[0]
+    case = stages[-1].data.load("test")[0]
     pred = cascade_predict(stages, case)[-1]
     entry = stages[-1].write_outputs(case, pred, OutputFolder(tmp_path))[0]
     img = nib.load(entry["path"])
@@ -226,7 +228,7 @@ def test_bad_input_names_the_file(head, tmp_path, problem, match):
     folder = _copy_dataset(head, tmp_path, edit)
     pipe = MrToCt(_cfg(f"data.dataset={folder}"))
     with pytest.raises(DataError, match=match) as err:
-        pipe.load_cases("training")
+        pipe.data.load("training")
     if problem != "missing_key":
         assert "bad_" in str(err.value) or "dataset.json" in str(err.value)
     else:

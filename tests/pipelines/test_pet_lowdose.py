@@ -86,7 +86,7 @@ def test_stage1_beats_low_dose_input_on_held_out_case(tmp_path):
                                                   f"output.root={tmp_path}", "output.name=b"])
     summary = train_config(cls, cfg)
     _, _, stages, _ = load_trained(summary["run_dir"], device="cpu")
-    for case in stages[0].load_cases("test"):
+    for case in stages[0].data.load("test"):
         model = stages[0].evaluate_case(cascade_predict(stages, case)[0], case)
         low = stages[0].evaluate_case({"output": case["low_dose"]}, case)
         assert model["psnr"] >= low["psnr"] + 1.0, (model["psnr"], low["psnr"])
@@ -103,12 +103,12 @@ def test_missing_target_key_names_dataset_json(head, tmp_path):
         del meta["training"][0]["full_dose"]
     ds = _copy_dataset(head, tmp_path, drop)
     with pytest.raises(DataError, match=r"dataset\.json.*full_dose"):
-        _pipeline(ds).load_cases("training")
+        _pipeline(ds).data.load("training")
 
 
 def test_wrong_target_key_in_config(head):
     with pytest.raises(DataError, match="pet"):
-        _pipeline(head, "data.target_key=pet").load_cases("training")
+        _pipeline(head, "data.target_key=pet").data.load("training")
     with pytest.raises(ConfigError):
         build_config("pet_lowdose", None, ["data.target_key=low_dose"])
 
@@ -132,7 +132,7 @@ def test_shape_nan_channels_and_empty_mask(head, tmp_path):
         (tmp_path / name).mkdir()
         ds = _copy_dataset(head, tmp_path / name, edit)
         with pytest.raises(DataError, match=words) as err:
-            _pipeline(ds).load_cases("training")
+            _pipeline(ds).data.load("training")
         assert str(path) in str(err.value)
 
 
@@ -145,11 +145,11 @@ def test_patch_too_small_for_discriminator_is_a_config_error(head):
 # ---------------------------------------------------------------- (d) method-specific checks
 def test_one_scale_for_input_and_target_and_units(head):
     p = _pipeline(head)
-    case = p.load_cases("validation")[0]
-    assert case["norm"]["full_dose"] == case["norm"]["low_dose"]
-    raw_full = nib.load(p.datalist().validation[0]["full_dose"]).get_fdata()
+    case = p.data.load("validation")[0]
+    assert case.norm["full_dose"] == case.norm["low_dose"]
+    raw_full = nib.load(p.data.datalist.validation[0]["full_dose"]).get_fdata()
     np.testing.assert_allclose(p.target_in_source_units(case)[0], raw_full, rtol=1e-4, atol=1e-2)
-    raw_low = nib.load(p.datalist().validation[0]["low_dose"]).get_fdata()
+    raw_low = nib.load(p.data.datalist.validation[0]["low_dose"]).get_fdata()
     out = p.to_source_units(case, case["low_dose"], p.output_params(case))[0]
     np.testing.assert_allclose(out, raw_low, rtol=1e-4, atol=1e-2)
     # the identity "model" scores exactly the low-dose input's metrics computed by hand in Bq/mL
@@ -170,12 +170,12 @@ def test_scale_does_not_follow_the_counting_noise(tmp_path):
                                    dose_fraction=f).parent
         for smoothing in (0.0, 2.0):
             p = _pipeline(ds, f"data.scale_smoothing_vox={smoothing}")
-            case = p.load_cases("validation")[0]
-            scales[f, smoothing] = case["norm"]["low_dose"]["scale"]
-            raw_low = nib.load(p.datalist().validation[0]["low_dose"]).get_fdata()
+            case = p.data.load("validation")[0]
+            scales[f, smoothing] = case.norm["low_dose"]["scale"]
+            raw_low = nib.load(p.data.datalist.validation[0]["low_dose"]).get_fdata()
             back = p.to_source_units(case, case["low_dose"], p.output_params(case))[0]
             np.testing.assert_allclose(back, raw_low, rtol=1e-4, atol=1e-2)
-            assert case["norm"]["full_dose"] == case["norm"]["low_dose"]
+            assert case.norm["full_dose"] == case.norm["low_dose"]
     assert scales[0.05, 0.0] / scales[0.25, 0.0] > 1.1  # the raw percentile follows the noise
     assert scales[0.05, 2.0] / scales[0.25, 2.0] == pytest.approx(1.0, abs=0.03)
     with pytest.raises(ConfigError):
@@ -204,7 +204,7 @@ def test_full_resolution_head_and_residual_wrap_the_unet(head):
     """model.full_res_channels adds 3^3 convs at the input's resolution on [input, U-Net estimate] (the
     pix2pix U-Net's finest level is at half resolution); model.residual adds the low dose. Zeroing the
     head's last conv and the U-Net's output layer must give back exactly the low dose."""
-    from medgen.pipelines.pet_lowdose import FullResolutionHead, ResidualOnInput
+    from medgen.networks.residual import FullResolutionHead, ResidualOnInput
 
     G = _pipeline(head, "model.full_res_channels=4", "model.residual=true").build_networks()["G"]
     assert isinstance(G, ResidualOnInput) and isinstance(G.net, FullResolutionHead)
@@ -233,7 +233,7 @@ def test_cascade_networks_and_stage2_sees_stage1(run):
     assert _unet(stages[0].networks["G"]).down[0][0].in_channels == 1
     assert _unet(stages[1].networks["G"]).down[0][0].in_channels == 2  # [low_dose, stage 1 estimate]
     assert stages[1].networks["D"].blocks[0][0].in_channels == 3  # [condition (2), full dose or estimate]
-    case = stages[0].load_cases("test")[0]
+    case = stages[0].data.load("test")[0]
     preds = cascade_predict(stages, case)
     with torch.no_grad():
         _unet(stages[0].networks["G"]).up[0][1].bias += 0.5
@@ -241,7 +241,8 @@ def test_cascade_networks_and_stage2_sees_stage1(run):
 
 
 def test_region_bias_and_gaussian_choice_by_hand():
-    from medgen.pipelines.pet_lowdose_baselines import choose_gaussian_sigma, gaussian_smooth, region_bias
+    from medgen.baselines.denoise import choose_gaussian_sigma, gaussian_smooth
+    from medgen.metrics.pet import region_bias
 
     target = np.full((12, 12, 12), 100.0)
     labels = np.zeros((12, 12, 12), int)
@@ -268,7 +269,7 @@ def test_predict_pads_volumes_smaller_than_the_patch(run):
 
 
 def test_simulated_dataset_records_the_draw_and_splits_one_subject(tmp_path):
-    from medgen.pipelines.pet_lowdose_data import LEFT_RIGHT_PARTS, simulate_paired_dataset
+    from medgen.data.simulate_pet import LEFT_RIGHT_PARTS, simulate_paired_dataset
 
     rng = np.random.default_rng(0)
     act = np.zeros((32, 24, 20), np.float32)
@@ -303,7 +304,7 @@ def test_simulated_dataset_records_the_draw_and_splits_one_subject(tmp_path):
 
 
 def test_real_amyloid_sidecar_and_group_average_io(shared_data, run, tmp_path):
-    from medgen.pipelines.pet_lowdose_data import simulate_paired_dataset
+    from medgen.data.simulate_pet import simulate_paired_dataset
 
     pet = shared_data / "pet_lowdose" / "amyloid_pet" / "subj01" / "pet.nii.gz"
     maps = sorted((shared_data / "pet_lowdose" / "receptor_pet_group_averages").glob("*.nii"))

@@ -1,4 +1,5 @@
-"""Baselines for mr_to_ct that need no network: an intensity-to-HU regression ("tissue class by intensity").
+"""MR-to-CT baselines that need no network: an intensity-to-HU regression ("tissue class by intensity") and
+bulk density.
 
 `IntensityRegression` bins the normalised MR intensity (the mr preset's [-1, 1], background exactly -1) and
 maps each bin to the mean HU of the training voxels that fall in it, then interpolates between bin centres.
@@ -30,7 +31,7 @@ class IntensityRegression:
         return (ct_norm + 1.0) * (hi - lo) / 2.0 + lo
 
     def fit(self, cases, mr_key: str = "mr", ct_key: str = "ct") -> "IntensityRegression":
-        """cases: normalised cases as `MrToCt.load_cases` returns them (mr in [-1, 1], ct in the HU window)."""
+        """cases: normalised cases as mr_to_ct loads them (mr in [-1, 1], ct in the HU window)."""
         if not cases:
             raise MedgenError("IntensityRegression.fit got no training cases")
         mr = np.concatenate([np.asarray(c[mr_key]).reshape(-1) for c in cases])

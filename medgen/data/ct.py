@@ -1,6 +1,5 @@
-"""mr_to_ct data helpers: building a paired MR/CT dataset from your own NIfTI, checking that a CT is really
-in Hounsfield units, converting the Clinical toolbox's "Cormack" CT templates back to HU, and the metrics
-in HU (MAE in the head mask and per tissue region, PSNR over a fixed HU range, SSIM, bone Dice).
+"""CT data: checking that a CT is really in Hounsfield units, converting the Clinical toolbox's "Cormack" CT
+templates back to HU, a head mask from a CT, and a paired MR / CT dataset from your own NIfTI files.
 
 Why here: users of the reference code (medSynthesis) mostly struggle with cutting paired patches from their
 own NIfTI and with outputs that are not in HU. medgen never cuts patches to disk: a `dataset.json` that lists
@@ -18,9 +17,6 @@ import numpy as np
 
 from medgen.errors import ConfigError, DataError
 
-# Reference-CT regions for the per-region MAE (HU); bone also defines the bone Dice.
-AIR_BELOW_HU = -400.0  # ours: air / sinus below -400 HU (a common split between air and fat/soft tissue)
-BONE_ABOVE_HU = 250.0  # issue 6: bone Dice at > 250 HU
 
 
 # ----- units ---------------------------------------------------------------------------------------------
@@ -40,7 +36,7 @@ def check_ct_units(ct: np.ndarray, path=None, head_mask: np.ndarray | None = Non
         hint = ""
         if finite.min() >= 0 and finite.max() > 2500:
             hint = (" The range (0 to %.0f) looks like Cormack units (Clinical toolbox templates): convert with "
-                    "medgen.pipelines.mr_to_ct_data.cormack_to_hu." % finite.max())
+                    "medgen.data.ct.cormack_to_hu." % finite.max())
         elif finite.min() >= 0 and finite.max() <= 255:
             hint = " The range 0-255 looks display-scaled (8-bit): use the original DICOM-derived CT."
         elif finite.min() >= 0:
@@ -59,7 +55,7 @@ def cormack_to_hu(c: np.ndarray) -> np.ndarray:
 
     Cormack units shift air to 0 and stretch the brain range 11-fold: c <= 900 is HU + 1024; 900 < c <= 3100
     holds -124..+76 HU at 11 units per HU; above 3100, c - 2000 = HU + 1024. The SPM/Clinical `scct` CT
-    templates in ../shared/data/mr_to_ct are stored this way (values 0-3794), so they are NOT in HU.
+    templates of SPM's Clinical toolbox are stored this way (values 0-3794), so they are NOT in HU.
     """
     c = np.asarray(c, dtype=np.float32)
     dark, mid, ratio = 900.0, 200.0, 10.0  # clinical_cormack(): kUninterestingDarkUnits, kInterestingMidUnits
@@ -151,35 +147,9 @@ def write_paired_dataset(pairs: Sequence[dict], out_dir, splits: dict[str, Seque
     unknown = [i for s in splits.values() for i in s if i not in by_id]
     if unknown:
         raise ConfigError(f"splits name unknown case ids {unknown}")
-    data = {"name": name, "description": "paired MR / CT (HU) written by medgen.pipelines.mr_to_ct_data",
+    data = {"name": name, "description": "paired MR / CT (HU) written by medgen.data.ct",
             "keys": {"mr": "image", "ct": "image", "mask": "label"},
             **{s: [by_id[i] for i in splits.get(s, [])] for s in ("training", "validation", "test")}}
     path = out_dir / "dataset.json"
     path.write_text(json.dumps(data, indent=1))
     return path
-
-
-# ----- metrics in HU -----------------------------------------------------------------------------------
-def ct_metrics(pred_hu: np.ndarray, ref_hu: np.ndarray, mask: np.ndarray | None, data_range: float = 3000.0,
-               bone_hu: float = BONE_ABOVE_HU, air_hu: float = AIR_BELOW_HU, region_margin: int = 2) -> dict:
-    """MAE / PSNR / SSIM inside `mask` (HU; PSNR and SSIM with the fixed `data_range`, default the
-    [-1000, 2000] HU window), bone Dice (> bone_hu) inside the mask, and MAE per reference region (air
-    < air_hu, soft tissue, bone > bone_hu) inside the mask dilated by `region_margin` voxels, so the air
-    just outside the skin, where synthesis errors at the head boundary show, is counted."""
-    from scipy import ndimage
-
-    from medgen.metrics import dice, image_metrics
-
-    p = np.asarray(pred_hu, dtype=np.float64)
-    r = np.asarray(ref_hu, dtype=np.float64)
-    m = np.ones(r.shape, bool) if mask is None else np.asarray(mask) > 0
-    base = image_metrics(p, r, data_range=data_range, mask=m)
-    out = {"mae": base["mae"], "psnr": base["psnr"], "ssim": base["ssim"]}
-    ref_bone, pred_bone = (r > bone_hu) & m, (p > bone_hu) & m
-    out["bone_dice"] = float(dice(pred_bone, ref_bone)) if ref_bone.any() or pred_bone.any() else float("nan")
-    region = ndimage.binary_dilation(m, iterations=region_margin) if region_margin > 0 else m
-    err = np.abs(p - r)
-    for name, sel in (("air", r < air_hu), ("soft", (r >= air_hu) & (r <= bone_hu)), ("bone", r > bone_hu)):
-        sel = sel & region
-        out[f"mae_{name}"] = float(err[sel].mean()) if sel.any() else float("nan")
-    return out

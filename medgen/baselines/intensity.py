@@ -1,19 +1,13 @@
-"""Intensity-mapping baselines and the edge-fidelity score of `mr_synthesis` (Ea-GANs).
+"""Intensity-mapping baselines for cross-contrast MR synthesis: how much of it is a voxel-wise intensity map?
 
-The baselines answer "how much of cross-contrast synthesis is a voxel-wise intensity map?":
+- `HistogramMatching`: each source image's foreground histogram is matched (scikit-image `match_histograms`)
+  to the pooled target foreground histogram of the TRAINING cases (a monotonic map).
+- `PolynomialRegression`: target = polynomial(source channels) of total degree `degree` (1 = linear), least
+  squares over the training cases' foreground voxels (can model non-monotonic maps, e.g. T1 -> T2).
 
-- `HistogramMatching`: each source image's foreground histogram is matched (scikit-image
-  `match_histograms`) to the pooled target foreground histogram of the TRAINING cases (a monotonic map).
-- `PolynomialRegression`: target = polynomial(source channels) of total degree `degree` (1 = linear),
-  least squares over the training cases' foreground voxels (can model non-monotonic maps, e.g. T1 -> T2).
-
-Both work on cases as `VolumePipeline.load_cases` returns them (normalised to [-1, 1], background -1) and
-return predictions in the pipeline's format ({"output": (1, *spatial) tensor}), so the pipeline's own
-`evaluate_case` scores every method the same way.
-
-`edge_scores` is the edge-fidelity score: the Ea-GANs Sobel map (`medgen.losses.sobel_edges`) of the
-estimate and of the target, compared inside the metric mask by the mean absolute difference (`edge_l1`,
-lower is better) and the Pearson correlation (`edge_corr`, higher is better).
+Both work on cases as the image pipelines load them (normalised to [-1, 1], background -1) and return
+predictions in their format ({"output": (1, *spatial) tensor}), so the pipeline's own `evaluate_case` scores
+every method the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +19,7 @@ import torch
 
 from medgen.errors import ConfigError, DataError
 
-__all__ = ["HistogramMatching", "PolynomialRegression", "edge_scores", "foreground"]
+__all__ = ["HistogramMatching", "PolynomialRegression", "foreground"]
 
 MAX_POOLED_VOXELS = 2_000_000  # a deterministic subsample keeps the fits cheap on real 1 mm volumes
 
@@ -57,7 +51,7 @@ class _Baseline:
             raise DataError(None, f"{self.name}: no training cases to fit on")
         for c in cases:
             if self.target_key not in c:
-                raise DataError(None, f"{self.name}: training case {c.get('id')!r} has no target {self.target_key!r}")
+                raise DataError(None, f"{self.name}: training case {getattr(c, 'id', None)!r} has no target {self.target_key!r}")
 
     def predict_case(self, case: dict) -> dict:
         src = np.stack([case[k].numpy()[0] for k in self.source_keys])
@@ -114,18 +108,3 @@ class PolynomialRegression(_Baseline):
 
     def _map(self, values):
         return (self._features(values) @ self.coef).astype(np.float32)
-
-
-def edge_scores(prediction: torch.Tensor, target: torch.Tensor, mask: np.ndarray | None = None) -> dict[str, float]:
-    """{edge_l1, edge_corr} between the Ea-GANs Sobel maps of two normalised (1, *spatial) images."""
-    from medgen.losses import sobel_edges
-
-    with torch.no_grad():
-        e_pred = sobel_edges(prediction.float().cpu()[None])[0, 0].numpy().astype(np.float64)
-        e_true = sobel_edges(target.float().cpu()[None])[0, 0].numpy().astype(np.float64)
-    if mask is not None:
-        e_pred, e_true = e_pred[mask], e_true[mask]
-    l1 = float(np.abs(e_pred - e_true).mean())
-    a, b = e_pred - e_pred.mean(), e_true - e_true.mean()
-    den = float(np.sqrt((a**2).sum() * (b**2).sum()))
-    return {"edge_l1": l1, "edge_corr": float((a * b).sum() / den) if den > 0 else float("nan")}
