@@ -141,9 +141,11 @@ def _cmd_train(args) -> int:
 
 
 def _add_infer(sub):
-    p = sub.add_parser("infer", help="predict whole cases with a trained run: medgen infer <run|checkpoint> <dataset>")
+    p = sub.add_parser("infer", help="predict with a trained run: medgen infer <run|checkpoint> <dataset|image|folder>")
     p.add_argument("run", help="a run directory or a checkpoint file")
-    p.add_argument("dataset", nargs="?", default=None, help="dataset folder (default: the run's dataset)")
+    p.add_argument("dataset", nargs="?", default=None,
+                   help="a dataset folder (dataset.json), an image file, a DICOM series folder or a folder of images "
+                        "(default: the run's dataset)")
     p.add_argument("--split", default="test", help="training | validation | test | all (default: test)")
     p.add_argument("--out", default=None, help="output folder (default: <run>/predictions)")
     p.add_argument("--checkpoint", default="best", help="best | last (when given a run directory)")

@@ -44,13 +44,57 @@ class DatasetRef:
 
 
 def dataset_digest(path: Path) -> str:
-    """SHA-256 of `dataset.json` (or of a table file given as the dataset)."""
+    """SHA-256 of `dataset.json` (or of a table file given as the dataset); for images given directly (a file,
+    a DICOM series folder, a folder of images), of their names, sizes and modification times."""
     p = Path(path)
+    if p.is_dir() and not (p / "dataset.json").exists():
+        files = sorted(f for f in p.rglob("*") if f.is_file())
+        listing = [(str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        return hashlib.sha256(repr(listing).encode()).hexdigest()
     target = p / "dataset.json" if p.is_dir() else p
     try:
+        if target.suffix.lower() != ".json" and target.stat().st_size > 2**26:  # a large image: its identity
+            st = target.stat()
+            return hashlib.sha256(repr((target.name, st.st_size, st.st_mtime_ns)).encode()).hexdigest()
         return hashlib.sha256(target.read_bytes()).hexdigest()
     except OSError as exc:
         raise DataError(target, f"cannot read the dataset description ({exc.strerror or exc})") from None
+
+
+def images_datalist(path: Path, key: str | None):
+    """A test-only Datalist for images given without a dataset.json: one image file, one DICOM series (a
+    folder of slices, or a .dcm file of it), or a folder of images / series; each becomes a case whose `key`
+    (the pipeline's one input) is that image. Cases are named after the files."""
+    from medgen.data.datalist import Datalist, check_case_id
+    from medgen.data.io import IMAGE_SUFFIXES, image_suffix, is_dicom, strip_image_suffix
+
+    p = Path(path)
+    if key is None:
+        raise DataError(p, "is not a dataset folder (no dataset.json), and this pipeline reads several keys per "
+                           "case: give a dataset folder (medgen make-dataset builds one)")
+
+    def is_series(folder: Path) -> bool:
+        return folder.is_dir() and any(is_dicom(f) for f in folder.iterdir() if f.is_file())
+
+    if p.is_file() or is_series(p):
+        images = [p]
+    elif p.is_dir():
+        images = sorted(f for f in p.iterdir() if (f.is_file() and image_suffix(f) in IMAGE_SUFFIXES) or is_series(f))
+        if not images:
+            raise DataError(p, "holds no dataset.json and no images (NIfTI, MetaImage, NRRD, PNG / TIFF, DICOM series)")
+    else:
+        raise DataError(p, "dataset folder or image file does not exist")
+    cases, seen = [], set()
+    for image in images:
+        cid = image.name if image.is_dir() else strip_image_suffix(image.name)
+        cid = "".join(c if c.isalnum() or c in "-_." else "_" for c in cid).strip(".") or "image"
+        while cid in seen:
+            cid += "_"
+        seen.add(cid)
+        check_case_id(cid, p)
+        cases.append({"id": cid, key: str(image.resolve())})
+    return Datalist(root=(p if p.is_dir() else p.parent).resolve(), keys={key: "image"}, test=cases,
+                    metadata={"name": p.name, "images_given_directly": True}, source=p)
 
 
 def resolve_dataset(data_cfg, phantom: str | None, seed: int = 0) -> DatasetRef:
@@ -221,11 +265,16 @@ class CaseSource:
     `load_entry(entry, split) -> Case` reads one entry; `skip_bad_cases` leaves an unreadable case out of
     `load()` with a warning (listed in `skipped`) instead of stopping."""
 
-    def __init__(self, ref: DatasetRef, load_entry: Callable[[dict, str], Case], skip_bad_cases: bool = False):
+    def __init__(self, ref: DatasetRef, load_entry: Callable[[dict, str], Case], skip_bad_cases: bool = False,
+                 image_key: str | None = None):
         from medgen.data.datalist import load_datalist
 
         self.ref = ref
-        self.datalist = load_datalist(ref.path)
+        p = Path(ref.path)
+        if (p.is_dir() and (p / "dataset.json").exists()) or p.suffix.lower() == ".json":
+            self.datalist = load_datalist(p)
+        else:  # images given directly (medgen infer RUN scan.nii.gz): test cases of the one input key
+            self.datalist = images_datalist(p, image_key)
         self._load_entry = load_entry
         self.skip_bad_cases = skip_bad_cases
         self.skipped: list[CaseError] = []

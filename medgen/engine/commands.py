@@ -27,13 +27,67 @@ def build_config(pipeline: str, config_path=None, overrides=()):
     if cfg.pipeline and cfg.pipeline != pipeline:
         raise MedgenError(f"{config_path}: this config is for pipeline '{cfg.pipeline}', not '{pipeline}'")
     cfg.pipeline = pipeline
+    _check_training_length(cfg, config_path, overrides)
     return cls, cfg
 
 
+def _check_training_length(cfg, config_path, overrides) -> None:
+    """`train.epochs > 0` decides the length of a run; an explicit `train.iterations` beside it would be ignored
+    silently, so it is an error that says which to drop."""
+    from medgen.config import apply_overrides, read_yaml
+
+    given = apply_overrides(read_yaml(config_path) if config_path else {}, overrides)
+    train = given.get("train") if isinstance(given.get("train"), dict) else {}
+    if "iterations" in train and cfg.train.epochs > 0:
+        source = "set here" if "epochs" in train else f"the {cfg.pipeline} default"
+        raise MedgenError(f"train.iterations={cfg.train.iterations} would be ignored: train.epochs={cfg.train.epochs:g} "
+                          f"({source}) sets the length of the run. Add train.epochs=0 to train for "
+                          f"{cfg.train.iterations} iterations, or drop train.iterations")
+
+
 def train(pipeline: str, config_path=None, overrides=(), resume: bool = False, overwrite: bool = False) -> dict:
-    """Train every stage of a pipeline in its run directory; returns the last stage's summary."""
-    cls, cfg = build_config(pipeline, config_path, overrides)
+    """Train every stage of a pipeline in its run directory; returns the last stage's summary. `resume`
+    continues the run named by output.name with the run's own config.yaml (see `resume_config`)."""
+    if resume:
+        cls, cfg = resume_config(pipeline, config_path, overrides)
+    else:
+        cls, cfg = build_config(pipeline, config_path, overrides)
     return train_config(cls, cfg, resume=resume, overwrite=overwrite)
+
+
+def resume_config(pipeline: str, config_path=None, overrides=()):
+    """The config a resumed run continues with: the run's own config.yaml, with the overrides given now applied
+    (and recorded when training starts). A `-c` file is only accepted when it resolves to the same config."""
+    from medgen.config import to_dict
+
+    cls, asked = build_config(pipeline, config_path, overrides)
+    if not asked.output.name:
+        raise MedgenError("--resume needs the run to continue: give its name with output.name=<run>")
+    run_dir = Path(asked.output.root) / pipeline / asked.output.name
+    saved = next((p for p in (run_dir / "config.yaml", run_dir / "stage1" / "config.yaml") if p.exists()), None)
+    if saved is None:
+        from medgen.engine.rundir import make_run_dir
+
+        make_run_dir(asked.output.root, pipeline, asked.output.name, resume=True)  # names the runs that exist
+        raise MedgenError(f"nothing to resume: {run_dir} holds no config.yaml")
+    _, cfg = build_config(pipeline, saved, overrides)
+    if config_path is not None:
+        differ = _differences(to_dict(asked), to_dict(cfg), ignore=("output", "pipeline"))
+        if differ:
+            raise MedgenError(f"--resume continues {run_dir} with its own config.yaml, but {config_path} differs from "
+                              f"it ({'; '.join(differ[:3])}): drop -c, or give the run's config.yaml")
+    return cls, cfg
+
+
+def _differences(a, b, prefix: str = "", ignore=()) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            if key in ignore:
+                continue
+            out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} vs the run's {b!r}"]
 
 
 def train_config(cls, cfg, resume: bool = False, overwrite: bool = False) -> dict:

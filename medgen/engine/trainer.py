@@ -127,6 +127,8 @@ class Trainer:
         self.start_step = 0
         if self.resume:
             self._restore(self.run_dir / "checkpoints" / "last.pt")
+            if self.dist.is_main:  # the config it continues with, overrides given at resume included
+                save_config(self.cfg, self.run_dir / "config.yaml")
         elif self.dist.is_main:
             save_config(self.cfg, self.run_dir / "config.yaml")
             write_env_json(
@@ -249,10 +251,11 @@ class Trainer:
             self.logger.info(f"nothing to do: the run already reached step {self.start_step}/{self.total_steps}")
             self.logger.close()
             return self.summary()
+        length = (f"train.epochs={self.tcfg.epochs:g} x {self.steps_per_epoch} steps/epoch" if self.tcfg.epochs > 0
+                  else f"train.iterations={self.tcfg.iterations}, {self.steps_per_epoch} steps/epoch")
         self.logger.info(
             f"{p.name}: {'resuming at' if self.start_step else 'starting'} step {self.start_step}/{self.total_steps} "
-            f"on {self.device} (amp={self.amp}, world={self.dist.world_size}, "
-            f"{self.steps_per_epoch} steps/epoch)"
+            f"({length}) on {self.device} (amp={self.amp}, world={self.dist.world_size})"
         )
         batches = self._loader(self.start_step)
         previous_handlers = self._install_signal_handlers()
@@ -263,7 +266,10 @@ class Trainer:
         try:
             while step < self.total_steps:
                 p.step = step
+                t_step = time.perf_counter()
                 logs = self.run_step(batches)
+                if step == self.start_step:
+                    self._announce_duration(time.perf_counter() - t_step)
                 if self.dist.world_size > 1:
                     # Once per step, when no graph is alive: batch norm saves its running statistics for
                     # backward, so averaging them in place between two updates of one step breaks autograd.
@@ -282,19 +288,29 @@ class Trainer:
                     t_last = now
                     self.logger.log(step, values)
                     self._watch_discriminators(step, values)
+                if self._stop_signal is not None:  # before validation: a stop acts within the step it arrives in
+                    self.save(step)
+                    self.logger.info(f"stopped by signal {self._stop_signal} at step {step}; resume with --resume")
+                    raise KeyboardInterrupt
                 if step % self.val_every == 0 or step == self.total_steps:
                     self.validate(step)
                 if step % self.ckpt_every == 0 or step == self.total_steps:
                     self.save(step)
                     self.logger.plot(p.key_metric)
-                if self._stop_signal is not None:
-                    self.save(step)
-                    self.logger.info(f"stopped by signal {self._stop_signal} at step {step}; resume with --resume")
-                    raise KeyboardInterrupt
         finally:
             self._restore_signal_handlers(previous_handlers)
             self.logger.close()
         return self.summary()
+
+    def _announce_duration(self, seconds: float) -> None:
+        """After the first step: what the whole run will take at this speed, when that is long enough to matter
+        (a paper-sized config started on a CPU takes minutes per step)."""
+        left = self.total_steps - self.start_step
+        if seconds * left < 600:
+            return
+        self.logger.info(f"the first step took {seconds:.1f} s on {self.device}: the {left} steps of this run would "
+                         f"take about {_hours(seconds * left)}. A paper-sized config is meant for a GPU; for a quick "
+                         "try use the pipeline's smoke config (configs/<pipeline>_smoke.yaml)")
 
     def run_step(self, batches) -> dict:
         """One training step: `critic_steps` critic updates and one train step, each on the next batch of
@@ -408,7 +424,13 @@ class Trainer:
         if state.get("pipeline") != p.name:
             raise MedgenError(f"{path}: a checkpoint of pipeline '{state.get('pipeline')}', not '{p.name}'")
         for k, net in p.networks.items():
-            _unwrap(net).load_state_dict(state["networks"][k])
+            try:
+                _unwrap(net).load_state_dict(state["networks"][k])
+            except (RuntimeError, KeyError) as exc:
+                first = str(exc).strip().splitlines()
+                raise MedgenError(f"{path}: network '{k}' of the checkpoint does not fit the network this config "
+                                  f"builds ({first[1].strip() if len(first) > 1 else first[0][:200]}); resume with "
+                                  "the run's own config.yaml (do not change model.* at resume)") from None
         for k, opt in p.optimizers.items():
             opt.load_state_dict(state["optimizers"][k])
         for k, sched in self.schedulers.items():
@@ -444,6 +466,10 @@ class Trainer:
     def _restore_signal_handlers(self, previous) -> None:
         for s, h in (previous or {}).items():
             signal.signal(s, h)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
 def _unwrap(net: torch.nn.Module) -> torch.nn.Module:

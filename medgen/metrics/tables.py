@@ -26,8 +26,25 @@ from medgen.files import atomic_write
 
 __all__ = ["summarise", "write_report", "format_table"]
 
-STATS = ("mean", "std", "median", "min", "max", "n", "n_nonfinite")
+STATS = ("mean", "ci_low", "ci_high", "std", "median", "min", "max", "n", "n_nonfinite")
 STD_DDOF = 1
+CI_LEVEL = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+SMALL_SAMPLE = 10  # fewer cases than this: every summary says so
+
+
+def bootstrap_ci(values, level: float = CI_LEVEL, resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = 0) -> tuple[float | None, float | None]:
+    """Percentile bootstrap confidence interval of the mean over cases (resampled with replacement, seeded,
+    so a report is reproducible). (None, None) for fewer than two values: one case has no spread to resample."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return None, None
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(resamples, v.size))].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))
 
 
 def _number(v: Any) -> float | None:
@@ -66,7 +83,8 @@ def _stats(values: list[float]) -> dict[str, Any]:
     arr = np.asarray(values, dtype=np.float64)
     finite = arr[np.isfinite(arr)]
     n = int(finite.size)
-    out: dict[str, Any] = {"mean": None, "std": None, "median": None, "min": None, "max": None}
+    out: dict[str, Any] = {"mean": None, "ci_low": None, "ci_high": None, "std": None, "median": None,
+                           "min": None, "max": None}
     if n:
         out.update(
             mean=float(finite.mean()),
@@ -76,18 +94,22 @@ def _stats(values: list[float]) -> dict[str, Any]:
         )
         if n > STD_DDOF:
             out["std"] = float(finite.std(ddof=STD_DDOF))
+        out["ci_low"], out["ci_high"] = bootstrap_ci(finite)
     out["n"] = n
     out["n_nonfinite"] = int(arr.size - n)
+    out["small_sample"] = n < SMALL_SAMPLE
     return out
 
 
 def summarise(rows: Sequence[Mapping[str, Any]], id_key: str = "id") -> dict[str, Any]:
     """Statistics of every numeric column.
 
-    Returns ``{"n_cases": N, "std_ddof": 1, "metrics": {column: {mean, std, median, min, max, n,
-    n_nonfinite}}, "skipped_columns": [...]}``. ``n`` counts the finite values used; ``n_nonfinite`` the
-    NaN/inf values left out. Stats are None where no value (or, for std, fewer than two) is left.
-    Columns holding any non-numeric value (strings, bools) are listed in ``skipped_columns``.
+    Returns ``{"n_cases": N, "std_ddof": 1, "ci": "...", "metrics": {column: {mean, ci_low, ci_high, std,
+    median, min, max, n, n_nonfinite, small_sample}}, "skipped_columns": [...]}``. ``n`` counts the finite
+    values used; ``n_nonfinite`` the NaN/inf values left out; ``ci_low``/``ci_high`` bound the mean (95 %
+    percentile bootstrap over cases, seeded); ``small_sample`` is true below SMALL_SAMPLE cases. Stats are None
+    where no value (or, for std and the interval, fewer than two) is left. Columns holding any non-numeric value
+    (strings, bools) are listed in ``skipped_columns``.
     """
     rows = _check_rows(rows)
     metrics: dict[str, Any] = {}
@@ -99,7 +121,9 @@ def summarise(rows: Sequence[Mapping[str, Any]], id_key: str = "id") -> dict[str
             skipped.append(col)
             continue
         metrics[col] = _stats([x for x in nums if x is not None])
-    return {"n_cases": len(rows), "std_ddof": STD_DDOF, "metrics": metrics, "skipped_columns": skipped}
+    return {"n_cases": len(rows), "std_ddof": STD_DDOF,
+            "ci": f"{CI_LEVEL:.0%} percentile bootstrap of the mean over cases ({BOOTSTRAP_RESAMPLES} resamples)",
+            "metrics": metrics, "skipped_columns": skipped}
 
 
 def _cell(v: Any) -> str:
@@ -180,7 +204,7 @@ def format_table(data: Sequence[Mapping[str, Any]] | Mapping[str, Any], floatfmt
     if isinstance(data, Mapping):
         if "metrics" not in data or not isinstance(data["metrics"], Mapping):
             raise MedgenError("format_table expects a list of case rows or a summary dict with a 'metrics' key")
-        header = ["metric", "mean", "std", "median", "min", "max", "n", "non-finite"]
+        header = ["metric", "mean", "95% CI low", "95% CI high", "std", "median", "min", "max", "n", "non-finite"]
         body = [
             [name, *(_fmt(st.get(k), floatfmt) for k in STATS)] for name, st in data["metrics"].items()
         ]

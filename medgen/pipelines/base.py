@@ -99,7 +99,9 @@ class Pipeline:
             case = load_image_case(entry, split, keys, source.datalist.source, self.spatial_dims)
             return self.with_previous(self.prepare_case(case))
 
-        source = CaseSource(ref, load_entry, skip_bad_cases=self.config.data.skip_bad_cases)
+        inputs = [k.name for k in keys if k.role == "input"]
+        source = CaseSource(ref, load_entry, skip_bad_cases=self.config.data.skip_bad_cases,
+                            image_key=inputs[0] if len(inputs) == 1 else None)
         return source
 
     @property
