@@ -169,8 +169,7 @@ def _add_evaluate(sub):
     p.add_argument("references", nargs="?", default=None,
                    help="the dataset folder holding the references (default: the dataset the manifest records)")
     p.add_argument("--out", default=None, help="output folder (default: <predictions>/../eval)")
-    p.add_argument("--run", default=None, help="the run whose pipeline defines the metrics (default: from predictions)")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default=None, help="only this split (default: the split(s) the predictions are of)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing evaluation in the output folder")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -178,9 +177,10 @@ def _add_evaluate(sub):
 def _cmd_evaluate(args) -> int:
     from medgen.engine.commands import evaluate
 
-    summary = evaluate(args.predictions, args.references, out=args.out, run=args.run, split=args.split,
-                       overwrite=args.overwrite)
+    summary = evaluate(args.predictions, args.references, out=args.out, split=args.split, overwrite=args.overwrite)
     print(summary["table"])
+    for warning in summary.get("warnings", []):
+        print(f"WARNING {warning}")
     print(f"report: {summary['report']}")
     return 0
 

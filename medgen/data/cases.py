@@ -147,6 +147,7 @@ class Case:
     meta: dict = field(default_factory=dict)  # key -> filename_or_obj, original_affine, affine, spatial_shape
     paths: dict = field(default_factory=dict)  # key -> source file
     fields: dict = field(default_factory=dict)  # other values of the entry (domain, label, ...) and derived ones
+    references: dict = field(default_factory=dict)  # target key -> (C, *spatial) float32 as stored (evaluation)
 
     def __getitem__(self, key: str):
         if key in self.arrays:
@@ -176,7 +177,8 @@ class Case:
 
     def with_arrays(self, **arrays) -> "Case":
         """A shallow copy with more (or replaced) arrays, e.g. a cascade stage's previous estimate."""
-        return replace(self, arrays={**self.arrays, **arrays}, fields=dict(self.fields))
+        return replace(self, arrays={**self.arrays, **arrays}, fields=dict(self.fields),
+                       references=dict(self.references))
 
     @property
     def reference_path(self) -> str:
@@ -250,6 +252,9 @@ def load_image_case(entry: dict, split: str, keys: Sequence[CaseKey], source: Pa
     for k in chosen:
         x = loaded[k.name]
         meta = dict(getattr(x, "meta", {}) or {})
+        if k.role == "target":  # the reference as stored: metrics compare against it, not its normalised copy
+            case.references[k.name] = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x,
+                                                 dtype=np.float32)
         preset = get_preset(k.preset)
         x, case.norm[k.name] = preset.forward(x, meta, mask if k.name != mask_key else None)
         arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)

@@ -128,10 +128,16 @@ def _shared_timestamp() -> str:
 
 def load_trained(run_or_ckpt, checkpoint: str = "best", device: str = "auto", dataset: str | None = None,
                  local_rank: int = 0):
-    """Rebuild the trained stages of a run (or one checkpoint) for inference. Returns (cls, cfg, stages, run_dir)."""
+    """Rebuild the trained stages of a run (or of one checkpoint file) for inference or evaluation.
+    Returns (cls, cfg, stages, run_dir). A checkpoint of a cascade's later stage brings the earlier stages'
+    checkpoints of the same name with it (stage k needs stage k-1's estimate)."""
     path = Path(run_or_ckpt)
     if path.is_file():
-        ckpts, run_dir = [path], path.parent.parent
+        ckpts = [path]
+        if path.parent.parent.name.startswith("stage") and path.parent.name == "checkpoints":
+            k = int(path.parent.parent.name[5:] or 1)
+            ckpts = [path.parent.parent.parent / f"stage{j}" / "checkpoints" / path.name for j in range(1, k)] + ckpts
+        run_dir = path.parent.parent.parent if path.parent.parent.name.startswith("stage") else path.parent.parent
     elif path.is_dir():
         run_dir = path
         stage_paths = sorted(path.glob("stage*/checkpoints")) or [path / "checkpoints"]
@@ -139,10 +145,18 @@ def load_trained(run_or_ckpt, checkpoint: str = "best", device: str = "auto", da
         for folder in stage_paths:
             chosen = folder / f"{checkpoint}.pt"
             ckpts.append(chosen if chosen.exists() else folder / "last.pt")
-        if not all(c.exists() for c in ckpts):
-            raise MedgenError(f"{path}: no checkpoints found (expected {ckpts[0]})")
     else:
         raise MedgenError(f"{path}: neither a run directory nor a checkpoint file")
+    cls, cfg, stages = load_stages(ckpts, device, dataset, local_rank)
+    return cls, cfg, stages, run_dir
+
+
+def load_stages(ckpts, device: str = "auto", dataset: str | None = None, local_rank: int = 0):
+    """The pipeline stages saved in `ckpts` (stage 1 first), weights and pipeline state loaded."""
+    ckpts = [Path(c) for c in ckpts]
+    missing = [str(c) for c in ckpts if not c.exists()]
+    if missing:
+        raise MedgenError(f"checkpoint not found: {', '.join(missing)}")
     state = load_checkpoint(ckpts[0])
     cls = PIPELINES.get(state["pipeline"])
     cfg = from_dict(cls.config_class, state["config"])
@@ -154,7 +168,7 @@ def load_trained(run_or_ckpt, checkpoint: str = "best", device: str = "auto", da
         stage = cls(cfg, dev, stage=k, previous=tuple(stages))
         load_stage_weights(stage, state if k == 1 else ckpt)
         stages.append(stage)
-    return cls, cfg, stages, run_dir
+    return cls, cfg, stages
 
 
 def _read_manifest(out: Path, pipeline: str) -> dict:
@@ -205,7 +219,7 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
     `manifest.rank<r>.json`, which rank 0 merges into `manifest.json` at the end (and a rerun merges too).
     """
     from medgen.data.cases import CaseError
-    from medgen.engine.outputs import OutputFolder
+    from medgen.engine.outputs import OutputFolder, write_case_outputs
 
     dist = ddp.init_distributed(device)
     cls, cfg, stages, run_dir = load_trained(run, checkpoint, device, dataset, local_rank=dist.local_rank)
@@ -264,12 +278,13 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
                     raise MedgenError(case.error)
                 predictions = cascade_predict(stages, case, output_key)
                 _check_finite(predictions)
-                stale = [f["path"] for f in (manifest["cases"].get(case_id) or {}).get("files", [])]
+                stale = [f["path"] for f in (manifest["cases"].get(case_id) or {}).get("files", []) if "path" in f]
                 files = []
                 for k, (stage, pred) in enumerate(zip(stages, predictions), start=1):
                     suffix = f"stage{k}" if len(stages) > 1 else ""
-                    files += stage.write_outputs(case, pred, folder, suffix=suffix)
-                for path in set(stale) - {f["path"] for f in files}:  # no longer produced: not left as current
+                    files += [dict(e, stage=k) for e in
+                              write_case_outputs(case, stage.outputs(case, pred), folder, suffix=suffix)]
+                for path in set(stale) - {f.get("path") for f in files}:  # no longer produced: not left as current
                     Path(path).unlink(missing_ok=True)
                 entry.update(status="ok", files=files)
                 written += 1
@@ -303,24 +318,26 @@ def _check_finite(predictions: list[dict]) -> None:
                                       "infinity); nothing written for this case")
 
 
-def evaluate(predictions, references=None, out=None, run=None, split: str = "test", overwrite: bool = False) -> dict:
-    """Metrics of written predictions against the references of a dataset (per_case.csv, summary.json, report.md).
-
-    The report goes to `out` (default: `<predictions>/../eval`); an existing, non-empty report folder is
-    replaced only with `overwrite`, so an earlier evaluation is never lost by accident."""
+def evaluate(predictions, references=None, out=None, split: str | None = None, overwrite: bool = False) -> dict:
+    """Score written predictions (medgen.engine.evaluation): per_case.csv, summary.json and report.md in `out`
+    (default `<predictions>/../eval`), against the dataset and for the split their manifest records unless
+    `references` / `split` say otherwise. An existing, non-empty report folder is replaced only with
+    `overwrite`, so an earlier evaluation is never lost by accident."""
     from medgen.engine.evaluation import evaluate_predictions
 
     predictions = Path(predictions)
-    if references is None:  # the dataset the predictions were made from, as their manifest records it
-        try:
-            references = json.loads((predictions / "manifest.json").read_text())["dataset"]
-        except (OSError, ValueError, KeyError):
-            raise MedgenError(f"{predictions}: no manifest.json naming the dataset; give the dataset folder") from None
     target = Path(out) if out else predictions.parent / "eval"
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise MedgenError(f"{target} already holds an evaluation; pass --overwrite to replace it, or --out to write "
                           "the new one elsewhere")
-    return evaluate_predictions(predictions, Path(references), target, split=split)
+    if overwrite and target.is_dir() and any(target.iterdir()):
+        if not ((target / "report.md").exists() or (target / "summary.json").exists()):
+            raise MedgenError(f"{target} is not an evaluation folder (no report.md or summary.json); refusing to "
+                              "replace its files: choose another --out")
+        import shutil
+
+        shutil.rmtree(target)  # nothing of the replaced evaluation stays beside the new one
+    return evaluate_predictions(predictions, references, target, split=split)
 
 
 def export(run, fmt: str = "torchscript", network: str | None = None, out=None, checkpoint: str = "best") -> list[Path]:

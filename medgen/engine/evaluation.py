@@ -1,14 +1,23 @@
-"""`medgen evaluate`: metrics of written predictions against dataset references, as per_case.csv,
-summary.json and a report.md with tables and preview pictures.
+"""Scoring predictions: one path for validation, `medgen evaluate`, the demo and the benchmarks.
 
-The predictions folder's `manifest.json` (written by `medgen infer`) says, for every output file, which
-dataset key it estimates, whether it is an image or a label map, the data range for PSNR / SSIM and the
-mask key to evaluate inside.
+A case's outputs (`Pipeline.outputs`: results in the source's units and geometry) are scored by the
+pipeline's own `evaluate_case(values, case)`, where `case` comes from the same loader training uses (so the
+region is the mask the pipeline trains with, and the data range is the one the model saved). `medgen evaluate`
+reads the values back from the files `medgen infer` wrote, so it gives the numbers validation gives.
+
+Beside every score stand the pipeline's floors (`Pipeline.floors`: trivial predictions on the same cases and
+region); a model that does not beat its best floor on a metric is flagged. Every mean carries its n and a
+bootstrap interval, and fewer than SMALL_SAMPLE cases is said out loud.
+
+`evaluate_predictions` writes, per output (a cascade has one per stage): per_case.csv, summary.json (with
+the floors' summaries, the set-level metrics of `evaluate_set`, the region, data range, units, checkpoint,
+dataset and split), and one report.md with the comparison tables.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,86 +25,209 @@ import numpy as np
 from medgen.errors import MedgenError
 from medgen.files import atomic_write
 
-
-def _load_array(path) -> tuple[np.ndarray, np.ndarray]:
-    from medgen.data.io import load_image
-
-    image = load_image(path, ensure_channel_first=False)
-    return np.asarray(image, dtype=np.float32), np.asarray(image.affine)
+MODEL = "model"
 
 
-def _pipeline_evaluator(name):
-    """A pipeline's own `evaluate_predictions(predictions, references, out, split)` classmethod, if any."""
-    if not name:
-        return None
-    from medgen.registry import PIPELINES
-
-    return getattr(PIPELINES.get(name), "evaluate_predictions", None) if name in PIPELINES else None
+def score_case(pipeline, values: dict, case) -> dict[str, float]:
+    """The pipeline's metrics of one case's output values (the one function every caller uses)."""
+    return {k: float(v) for k, v in pipeline.evaluate_case(values, case).items()}
 
 
-def evaluate_predictions(predictions: Path, references: Path, out: Path | None = None, split: str = "test") -> dict:
-    from medgen.data.datalist import load_datalist
+def floor_rows(pipeline, case) -> dict[str, dict]:
+    """{floor name: metrics} of the pipeline's trivial predictions on this case."""
+    return {name: score_case(pipeline, values, case) for name, values in pipeline.floors(case).items()}
+
+
+def compare_to_floors(pipeline, model: dict, floors: dict[str, dict]) -> list[str]:
+    """Warnings for every metric whose model mean does not beat the best floor's mean. `model` / `floors`:
+    summary dicts ({"metrics": {name: {"mean": ...}}}). Lower is better for losses and errors."""
+    warnings = []
+    for metric, stats in model.get("metrics", {}).items():
+        mean = stats.get("mean")
+        if mean is None:
+            continue
+        better_low = _lower_is_better(metric)
+        for floor, summary in floors.items():
+            f = (summary.get("metrics", {}).get(metric) or {}).get("mean")
+            if f is None or not math.isfinite(f):
+                continue
+            if (mean >= f) if better_low else (mean <= f):
+                warnings.append(f"{metric}: the model ({mean:.4g}) does not beat the floor '{floor}' ({f:.4g})")
+    return warnings
+
+
+def _lower_is_better(metric: str) -> bool:
+    name = metric.lower()
+    return any(w in name for w in ("mae", "mse", "nmse", "loss", "error", "hd95", "edge_l1", "bce", "kl", "bias"))
+
+
+def evaluate_predictions(predictions: Path, references=None, out: Path | None = None, split: str | None = None,
+                         device: str = "cpu") -> dict:
+    """Score the predictions `medgen infer` wrote in `predictions` against their dataset (the one the
+    manifest records, unless `references` names another) for the split the manifest records (or `split`)."""
+    from medgen.data.cases import CaseError
+    from medgen.engine.commands import load_stages
+    from medgen.engine.outputs import read_case_outputs
     from medgen.engine.previews import save_montage
-    from medgen.metrics import format_table, image_metrics, segmentation_metrics, write_report
 
+    predictions = Path(predictions)
     manifest_path = predictions / "manifest.json"
     if not manifest_path.exists():
         raise MedgenError(f"{predictions}: no manifest.json (write predictions with `medgen infer` first)")
     manifest = json.loads(manifest_path.read_text())
-    own = _pipeline_evaluator(manifest.get("pipeline"))
-    if own is not None:  # matrices, anomaly scores: the pipeline knows how to score its own outputs
-        return own(predictions, references, out, split=split)
-    datalist = load_datalist(references)
-    cases = {c["id"]: c for s in ("training", "validation", "test") for c in getattr(datalist, s)}
-    out = out or predictions.parent / "eval"
+    checkpoints = [c.get("path") for c in manifest.get("checkpoints", [])]
+    if not checkpoints or not all(checkpoints):
+        raise MedgenError(f"{manifest_path}: it does not record the checkpoints that made the predictions "
+                          "(written by an older medgen): predict again with `medgen infer`")
+    cls, cfg, stages = load_stages(checkpoints, device, dataset=references or manifest.get("dataset"))
+    wanted = {e.get("split") for e in manifest["cases"].values() if e.get("status") == "ok"}
+    splits = sorted(wanted) if split in (None, "all") else [split]
+    out = Path(out) if out else predictions.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    rows, pictures = [], []
-    for case_id, entry in manifest["cases"].items():
-        if entry.get("status") != "ok" or (split != "all" and entry.get("split") != split):
-            continue
-        if case_id not in cases:
-            raise MedgenError(f"{references}: case '{case_id}' of the predictions is not in dataset.json")
-        ref_case = cases[case_id]
-        for f in entry["files"]:
-            key = f.get("reference_key")
-            if not key or key not in ref_case:
+    groups: dict[str, dict] = {}  # output label -> {"stage", "rows", "floors": {name: rows}}
+    pictures, failed = [], []
+    source = stages[0].data
+    for split_name in splits:
+        ids = [cid for cid, e in manifest["cases"].items() if e.get("status") == "ok" and e.get("split") == split_name]
+        for case in source.iter(split_name, skip=set(source.ids(split_name)) - set(ids)):
+            if isinstance(case, CaseError):
+                failed.append(f"{case.id}: {case.error}")
                 continue
-            pred, affine = _load_array(f["path"])
-            ref, ref_affine = _load_array(ref_case[key])
-            if pred.shape != ref.shape or not np.allclose(affine, ref_affine, atol=1e-3):
-                raise MedgenError(f"{f['path']}: geometry differs from the reference {ref_case[key]}")
-            mask = None
-            if f.get("mask_key") and f["mask_key"] in ref_case:
-                mask = _load_array(ref_case[f["mask_key"]])[0] > 0
-            row = {"id": case_id, "output": f["output"]}
-            if f.get("kind") == "label":
-                spacing = np.sqrt((ref_affine[:3, :3] ** 2).sum(0))
-                row.update(segmentation_metrics(pred > 0.5, ref > 0.5, spacing=tuple(spacing)))
-            else:
-                inside = ref[mask] if mask is not None else ref  # the same range as validation uses
-                data_range = f.get("data_range") or float(inside.max() - inside.min()) or 1.0
-                row.update(image_metrics(pred, ref, data_range=data_range, mask=mask))
-            rows.append(row)
-            if len(pictures) < 4:
-                pic = out / f"{case_id}_{f['output']}.png"
-                save_montage({"prediction": pred, "reference": ref, "error": np.abs(pred - ref)}, pic, title=f"{case_id} {f['output']}")
-                pictures.append(pic)
-    if not rows:
-        raise MedgenError(f"{predictions}: no predictions of split '{split}' with references to evaluate")
-    # One report per output (a cascade writes one output per stage): eval/ for a single output,
-    # eval/<output>/ for each of several.
-    groups: dict[str, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(row["output"], []).append(row)
-    lines = [f"# Evaluation of {predictions}", "", f"References: {references} (split: {split}).", ""]
-    summaries = {}
-    for output, group in groups.items():
-        folder = out if len(groups) == 1 else out / output
-        summaries[output] = write_report(group, folder)
-        lines += [f"## {output}: per case ({len(group)})", "", format_table(group), "",
-                  f"## {output}: summary", "", format_table(summaries[output]), ""]
-    lines += [f"![{p.stem}]({p.name})" for p in pictures]
+            entries = manifest["cases"][case.id]["files"]
+            for k, stage in enumerate(stages, start=1):
+                mine = [e for e in entries if e.get("stage", 1) == k]
+                values = read_case_outputs(mine)
+                metrics = score_case(stage, values, case)
+                if not metrics:
+                    continue
+                label = next((e["output"] for e in mine if e.get("name") == stage.output_name), f"stage{k}")
+                group = groups.setdefault(label, {"stage": stage, "rows": [], "floors": {}})
+                group["rows"].append({"id": case.id, **metrics})
+                for name, row in floor_rows(stage, case).items():
+                    group["floors"].setdefault(name, []).append({"id": case.id, **row})
+                if len(pictures) < 3 and stage.output_name in values:
+                    pictures.append(_picture(save_montage, stage, values, case, out, label))
+    if not groups:
+        raise MedgenError(f"{predictions}: no predictions of split(s) {splits} with references to evaluate "
+                          f"({len(failed)} case(s) could not be read)" if failed else
+                          f"{predictions}: no predictions of split(s) {splits} with references to evaluate")
+    result = _write(groups, out, provenance={
+        "predictions": str(predictions), "pipeline": cls.name, "splits": splits,
+        "dataset": str(source.ref.path), "dataset_sha256": source.ref.sha256,
+        "checkpoints": manifest.get("checkpoints", []), "unreadable_cases": failed}, pictures=pictures)
+    return result
+
+
+def _picture(save_montage, stage, values, case, out: Path, label: str) -> Path | None:
+    ref = stage.reference(case) if hasattr(stage, "reference") else None
+    if ref is None:
+        return None
+    pred = np.asarray(values[stage.output_name], dtype=np.float32)[0]
+    path = out / f"{case.id}_{label}.png"
+    save_montage({"prediction": pred, "reference": ref, "abs error": np.abs(pred - ref)}, path,
+                 title=f"{case.id} {label}")
+    return path
+
+
+def _write(groups: dict, out: Path, provenance: dict, pictures=()) -> dict:
+    """per_case.csv + summary.json per output (eval/ for one, eval/<output>/ for several) and one report.md."""
+    from medgen.metrics import format_table, write_report
+    from medgen.metrics.tables import SMALL_SAMPLE
+
+    lines = [f"# Evaluation: {provenance['pipeline']}", "",
+             f"- predictions: `{provenance['predictions']}`",
+             f"- dataset: `{provenance['dataset']}` (dataset.json SHA-256 {provenance['dataset_sha256'][:12]}), "
+             f"split(s): {', '.join(provenance['splits'])}",
+             *[f"- checkpoint (stage {c.get('stage')}): `{c.get('path')}` (SHA-256 {str(c.get('sha256'))[:12]})"
+               for c in provenance["checkpoints"]], ""]
+    summaries, warnings_all = {}, []
+    for label, group in groups.items():
+        stage, rows = group["stage"], group["rows"]
+        folder = out if len(groups) == 1 else out / label
+        summary = write_report(rows, folder)
+        summary["set_metrics"] = stage.evaluate_set(rows)
+        summary["floors"] = {name: dict(_summary_of(r), set_metrics=stage.evaluate_set(r))
+                             for name, r in group["floors"].items()}
+        summary["evaluation"] = stage.describe_evaluation()
+        summary.update({k: v for k, v in provenance.items() if k != "predictions"}, output=label)
+        warnings = compare_to_floors(stage, summary, summary["floors"])
+        n = summary["n_cases"]
+        if n < SMALL_SAMPLE:
+            warnings.append(f"only {n} case(s): a small sample; read the means and intervals with care")
+        summary["warnings"] = warnings
+        atomic_write(folder / "summary.json", json.dumps(_plain(summary), indent=2, allow_nan=False) + "\n")
+        summaries[label] = summary
+        warnings_all += [f"{label}: {w}" for w in warnings]
+        lines += [f"## {label}", "", _describe(summary["evaluation"]), "",
+                  comparison_table(summary, key_metric=stage.key_metric), ""]
+        if warnings:
+            lines += ["**WARNING**", "", *[f"- {w}" for w in warnings], ""]
+        lines += [f"Per case ({n}):", "", format_table(rows), ""]
+    lines += [f"![{p.stem}]({p.name})" for p in pictures if p is not None]
     report = atomic_write(out / "report.md", "\n".join(lines) + "\n")
     final = list(groups)[-1]
-    return {"summary": summaries[final], "summaries": summaries, "table": format_table(groups[final]),
+    return {"summary": summaries[final], "summaries": summaries, "warnings": warnings_all,
+            "table": comparison_table(summaries[final], key_metric=groups[final]["stage"].key_metric),
             "report": str(report)}
+
+
+def _plain(value):
+    """JSON-safe: NaN / infinity as null (strict JSON has neither), numpy numbers as Python ones."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _summary_of(rows: list[dict]) -> dict:
+    from medgen.metrics import summarise
+
+    return summarise(rows)
+
+
+def _describe(evaluation: dict) -> str:
+    if not evaluation:
+        return ""
+    parts = [f"{k.replace('_', ' ')}: {v:.6g}" if isinstance(v, float) else f"{k.replace('_', ' ')}: {v}"
+             for k, v in evaluation.items()]
+    return "Scored: " + "; ".join(parts) + "."
+
+
+def comparison_table(summary: dict, key_metric: str | None = None, metrics=None) -> str:
+    """One row per method (the model, then each floor): mean [95 % interval] of each metric, n, and the
+    set-level metrics (e.g. an AUC with its interval)."""
+    from medgen.metrics.tables import _markdown
+
+    methods = {MODEL: summary, **{f"floor: {k}": v for k, v in summary.get("floors", {}).items()}}
+    names = list(metrics or summary.get("metrics", {}))
+    if key_metric in names:
+        names.remove(key_metric)
+        names.insert(0, key_metric)
+    set_names = list(summary.get("set_metrics", {}))
+    body = []
+    for method, s in methods.items():
+        cells = [method]
+        for m in names:
+            st = s.get("metrics", {}).get(m) or {}
+            cells.append(_mean_ci(st.get("mean"), st.get("ci_low"), st.get("ci_high")))
+        for m in set_names:
+            v = s.get("set_metrics", {}).get(m)
+            cells.append("-" if v is None else f"{v:.4g}")
+        cells.append(str(s.get("n_cases", "")))
+        body.append(cells)
+    return _markdown(["method", *names, *set_names, "n"], body)
+
+
+def _mean_ci(mean, lo, hi) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "-"
+    if lo is None or hi is None:
+        return f"{mean:.4g}"
+    return f"{mean:.4g} [{lo:.4g}, {hi:.4g}]"

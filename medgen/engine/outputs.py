@@ -1,6 +1,11 @@
-"""The folder `medgen infer` writes into, as a service handed to a pipeline's `write_outputs`.
+"""What a pipeline predicts for a case (`Output`s), and the folder `medgen infer` writes them into.
 
-Every file goes through it, so for every pipeline alike:
+A pipeline's `outputs(case, prediction)` names its results in their final form - images in the source's
+geometry and units, label maps, single values (an anomaly score), tables (latent features), figures - and the
+engine writes them (`write_case_outputs`) and reads them back for evaluation (`read_case_outputs`), so a
+prediction is scored from the same values whether it was just computed (validation, a demo) or written to
+disk and evaluated later (`medgen evaluate`). Every file goes through an `OutputFolder`, so for every
+pipeline alike:
 - names stay inside the folder (`medgen.files.contained_path`: a case id cannot climb out of it);
 - a file is written atomically with ordinary permissions (`medgen.files.atomic_write`);
 - a file that is already there is replaced only when medgen infer wrote it into this folder before (its
@@ -10,8 +15,9 @@ Every file goes through it, so for every pipeline alike:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Literal
 
 import numpy as np
 
@@ -77,3 +83,75 @@ class OutputFolder:
         path = self.path(name)
         write_prediction(values, reference, path, dtype=dtype, overwrite=True, mode=mode)
         return self._wrote(path)
+
+
+@dataclass
+class Output:
+    """One result of a case.
+
+    kind: "image" ((C, *spatial) array in the source grid, written as NIfTI), "label" (a label map, written as
+    uint8), "value" (a number, kept in the manifest), "table" (a pandas DataFrame, written as TSV), "figure" (a
+    matplotlib figure, written as PNG; not evaluated). units: what the numbers are ("Bq/mL", "HU", "probability",
+    "normalised", ...). reference: the dataset key it estimates (evaluation compares against it). shared: one
+    file for every case (e.g. gene weights), named without the case id.
+    """
+
+    value: Any
+    kind: Literal["image", "label", "value", "table", "figure"] = "image"
+    units: str = ""
+    reference: str | None = None
+    dtype: str = "float32"
+    shared: bool = False
+    geometry: Any = None  # where an image goes: a source path or meta dict (default: the case's first input file)
+
+
+SUFFIXES = {"image": ".nii.gz", "label": ".nii.gz", "table": ".tsv", "figure": ".png"}
+
+
+def output_file_name(case_id: str, name: str, kind: str, suffix: str = "", shared: bool = False) -> str:
+    label = name + (f"_{suffix}" if suffix else "")
+    return (label if shared else f"{case_id}_{label}") + SUFFIXES[kind]
+
+
+def write_case_outputs(case, outputs: dict, out: OutputFolder, suffix: str = "", reference=None) -> list[dict]:
+    """Write one case's outputs through `out`; returns the manifest entries (values are kept in them)."""
+    entries = []
+    for name, o in outputs.items():
+        geometry = o.geometry if o.geometry is not None else (reference if reference is not None else case.reference_path)
+        label = name + (f"_{suffix}" if suffix else "")
+        entry = {"output": label, "name": name, "kind": o.kind, "units": o.units, "reference_key": o.reference}
+        if o.kind == "value":
+            value = float(o.value)
+            if not np.isfinite(value):
+                raise MedgenError(f"output '{name}' of case '{case.id}' is not finite ({value}); not written")
+            entry["value"] = value
+        else:
+            file = output_file_name(case.id, name, o.kind, suffix, o.shared)
+            if o.kind in ("image", "label"):
+                path = out.write_image(file, o.value, geometry, dtype="uint8" if o.kind == "label" else o.dtype)
+            elif o.kind == "table":
+                path = out.write_with(file, lambda tmp, df=o.value: df.to_csv(tmp, sep="\t", float_format="%.6g"))
+            else:
+                path = out.write_figure(file, o.value)
+            entry["path"] = str(path)
+        entries.append(entry)
+    return entries
+
+
+def read_case_outputs(entries: list[dict]) -> dict[str, Any]:
+    """The values `write_case_outputs` wrote, read back: {name: array | number | DataFrame} (figures left out).
+    Images come back channel first, as pipelines return them."""
+    import pandas as pd
+
+    from medgen.data.io import load_image
+
+    values = {}
+    for e in entries:
+        kind, name = e.get("kind"), e.get("name") or e.get("output")
+        if kind == "value":
+            values[name] = float(e["value"])
+        elif kind in ("image", "label"):
+            values[name] = np.asarray(load_image(e["path"], ensure_channel_first=True), dtype=np.float32)
+        elif kind == "table":
+            values[name] = pd.read_csv(e["path"], sep="\t", index_col=0)
+    return values

@@ -362,7 +362,7 @@ class Trainer:
         for i, case in enumerate(mine):
             with self.autocast():
                 prediction = p.predict_case(case)
-            metrics = p.evaluate_case(prediction, case)
+            metrics = p.evaluate_case(p.output_values(case, prediction), case)  # as `medgen evaluate` scores them
             for k, v in metrics.items():
                 if math.isfinite(v):
                     sums[k] = sums.get(k, 0.0) + float(v)

@@ -38,14 +38,19 @@ def region_bias(pred: np.ndarray, target: np.ndarray, labels: np.ndarray | None,
 
 
 def case_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None,
-                 labels: np.ndarray | None = None, regions: Mapping[str, int] | None = None) -> dict[str, float]:
-    """PSNR, SSIM and NMSE inside the mask (plus MAE / MSE / NCC) and regional bias, in source units."""
+                 labels: np.ndarray | None = None, regions: Mapping[str, int] | None = None,
+                 data_range: float | None = None) -> dict[str, float]:
+    """PSNR, SSIM and NMSE inside the mask (plus MAE / MSE / NCC) and regional bias, in source units.
+
+    data_range: the dataset's fixed PSNR / SSIM range (what medgen's evaluation uses); None takes this case's
+    own range inside the mask (`data_range_in_mask`), which only a comparison within one case may do."""
     from medgen.metrics import image_metrics
 
     pred = np.asarray(pred, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
     if mask is not None and not mask.any():
         raise MedgenError("the metric mask is empty: PSNR / SSIM / NMSE inside it are undefined")
-    values = image_metrics(pred, target, data_range=data_range_in_mask(target, mask), mask=mask)
+    dr = data_range if data_range is not None else data_range_in_mask(target, mask)
+    values = image_metrics(pred, target, data_range=dr, mask=mask)
     values.update(region_bias(pred, target, labels, regions or {}))
     return values

@@ -22,16 +22,20 @@ writing and evaluating outputs). Every name below is checked when the pipeline i
 | `num_stages(config)` | may | cascade stages trained in sequence; stage k sees `case["previous"]` (1) |
 | `predict_case(case)` | must | {name: tensor} for one whole case, on the CPU |
 | `output_name` | may | the main prediction, fed to the next cascade stage ("output") |
-| `evaluate_case(prediction, case)` | may | {metric: float} for one case ({}) |
+| `outputs(case, prediction)` | must | {name: `Output`}: results in final form (source units, geometry); written and scored |
+| `evaluate_case(outputs, case)` | may | {metric: float} of one case's output values ({}) |
+| `evaluate_set(rows)` | may | metrics over all cases from their per-case rows, e.g. an AUC ({}) |
+| `floors(case)` | may | {name: output values} of trivial predictions scored beside the model ({}) |
+| `describe_evaluation()` | may | how outputs are scored: region, data range, units ({}) |
 | `key_metric`, `key_metric_mode` | may | the validation metric that picks best.pt, "min" or "max" ("loss", "min") |
 | `preview(case, prediction)` | may | named images for the validation montage ({}) |
-| `write_outputs(case, prediction, out)` | may | files for one case through `out` (an `OutputFolder`); manifest entries |
 | `export_examples()` | may | {network: example input} worth exporting ({}) |
 | `state_dict()`, `load_state_dict(state)` | may | pipeline state saved beside the networks (e.g. fitted scalers) |
 
-Services the engine provides inside steps: `update(optimizer, loss)` (zero-grad, backward, cross-rank
-averaging, clipping, non-finite check, step), `frozen(*networks)`, `inference_network(name)` (its EMA copy
-when kept), `epoch`, `step`, `device`, `config`, `stage`, `previous`, `data` (the `CaseSource`).
+Services the engine provides: `update(optimizer, loss)` (zero-grad, backward, cross-rank averaging, clipping,
+non-finite check, step), `frozen(*networks)`, `inference_network(name)` (its EMA copy when kept),
+`output_values(case, prediction)`, `with_previous(case)`, `epoch`, `step`, `device`, `config`, `stage`,
+`previous`, `data` (the `CaseSource`), `dataset_ref`.
 How to write one: docs/extending.md, and the `_template` pipeline to copy.
 """
 
@@ -155,14 +159,27 @@ class Pipeline:
     def predict_case(self, case) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def evaluate_case(self, prediction: dict, case) -> dict[str, float]:
+    def outputs(self, case, prediction: dict) -> dict:
+        raise NotImplementedError
+
+    def evaluate_case(self, outputs: dict, case) -> dict[str, float]:
         return {}
+
+    def evaluate_set(self, rows: list[dict]) -> dict[str, float]:
+        return {}
+
+    def floors(self, case) -> dict[str, dict]:
+        return {}
+
+    def describe_evaluation(self) -> dict:
+        return {}
+
+    def output_values(self, case, prediction: dict) -> dict:
+        """The values `evaluate_case` scores: `outputs` without figures (what `medgen evaluate` reads back)."""
+        return {k: o.value for k, o in self.outputs(case, prediction).items() if o.kind != "figure"}
 
     def preview(self, case, prediction: dict) -> dict[str, Any]:
         return {}
-
-    def write_outputs(self, case, prediction: dict, out, suffix: str = "") -> list[dict]:
-        raise NotImplementedError(f"pipeline '{self.name}' does not write outputs")
 
     def export_examples(self) -> dict[str, torch.Tensor]:
         return {}
@@ -207,7 +224,7 @@ class Pipeline:
 
 
 # What registration checks: the names a pipeline must define, and the values the others may take.
-REQUIRED = ("build_networks", "build_optimizers", "train_step", "predict_case", "train_dataset")
+REQUIRED = ("build_networks", "build_optimizers", "train_step", "predict_case", "train_dataset", "outputs")
 
 
 def check_contract(cls) -> None:

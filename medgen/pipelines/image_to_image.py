@@ -1,11 +1,16 @@
 """The shared half of the 3D image-to-image methods (pet_lowdose, mr_synthesis, mr_to_ct, the template):
-patch training data, whole-volume sliding-window prediction (same-size or valid-convolution windows),
-metrics in the source's units, and outputs written through the one writer.
+patch training data, whole-volume sliding-window prediction (same-size or valid-convolution windows), outputs
+in the source's units and geometry, and their evaluation inside the training mask with a fixed data range.
 
 A subclass declares its keys (`case_keys`, `source_keys`, `target_key`), its networks and steps; the
 generator used for prediction is the network named by `generator`. It may override `output_patch_size`
 (a valid-convolution network's smaller output window), `output_params` (which stored inverse maps the output
-back to source units) and `to_source_units`.
+back to source units), `to_source_units`, `derive_mask` and `data_range_rule`.
+
+How outputs are scored (docs/metrics.md): against the reference file's own values, inside the mask the method
+trains with (the dataset's `data.mask_key`, or one derived as `derive_mask` documents), with ONE data range
+for every case of a dataset (the 0.5th-99.5th percentile span of the training references inside their masks,
+unless the method fixes a physical range), never each case's own.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from medgen.errors import ConfigError, DataError
 from medgen.inference.windows import sliding_window, valid_sliding_window
 from medgen.pipelines.base import PREVIOUS_KEY, Pipeline
 
-__all__ = ["ImageToImagePipeline", "ImageDataConfig", "check_patch_size", "image_keys"]
+__all__ = ["ImageToImagePipeline", "ImageDataConfig", "check_patch_size", "image_keys", "reference_range"]
+
+RANGE_PERCENTILES = (0.5, 99.5)  # the data range: this span of the training references inside their masks
 
 
 def check_patch_size(patch_size, spatial_dims: int = 3) -> None:
@@ -41,11 +48,31 @@ def image_keys(sources: dict, target: tuple[str, object], mask_key: str = "", ex
     return keys
 
 
+def reference_range(cases, key: str, mask_key: str | None) -> float:
+    """The RANGE_PERCENTILES span of the references of `key` inside their masks, pooled over `cases`."""
+    values = []
+    for c in cases:
+        ref = c.references[key][0]
+        m = c[mask_key].numpy()[0] > 0 if mask_key and mask_key in c else np.ones(ref.shape, bool)
+        values.append(ref[m])
+    pooled = np.concatenate(values) if values else np.zeros(0)
+    if pooled.size == 0:
+        raise DataError(None, f"no reference voxels of '{key}' inside the masks to fix the data range")
+    lo, hi = np.percentile(pooled, RANGE_PERCENTILES)
+    return float(hi - lo) or 1.0
+
+
 class ImageToImagePipeline(Pipeline):
     phantom = "head"
     generator: ClassVar[str] = "G"  # the network that makes predictions
+    input_is_floor: ClassVar[bool] = False  # input and target share units: the input itself is a floor
+    mask_rule: ClassVar[str] = "the voxels where any input is above its own minimum"  # see derive_mask
     key_metric = "psnr"
     key_metric_mode = "max"
+
+    def __init__(self, config, device="cpu", stage: int = 1, previous: tuple = ()):
+        super().__init__(config, device, stage, previous)
+        self._data_range: float | None = None
 
     # ----- what a subclass declares -----------------------------------------------------------------------
     def source_keys(self) -> list[str]:
@@ -62,7 +89,26 @@ class ImageToImagePipeline(Pipeline):
         """Normalisation params that map the network's output back to source units (None: none)."""
         return case.norm.get(self.target_key())
 
-    # ----- training data --------------------------------------------------------------------------------
+    def derive_mask(self, case) -> torch.Tensor:
+        """The metric and sampling mask of a case that has none (`mask_rule`): by default the voxels where any
+        input is above its own minimum (the background the intensity presets map to their lowest value)."""
+        return torch.stack([case[k][0] > case[k][0].min() for k in self.source_keys()]).any(0)[None].float()
+
+    def data_range_rule(self) -> tuple[float | None, str]:
+        """(a fixed physical data range, or None to take it from the training references; how it is set)."""
+        lo, hi = RANGE_PERCENTILES
+        return None, f"{lo}th-{hi}th percentile span of the training references inside their masks"
+
+    # ----- data ---------------------------------------------------------------------------------------------
+    def prepare_case(self, case):
+        key = self.config.data.mask_key
+        if key and key not in case:
+            mask = self.derive_mask(case)
+            if not bool(mask.any()):
+                raise DataError(case.reference_path, f"case {case.id!r}: no foreground voxels to derive a mask from")
+            case[key] = mask
+        return case
+
     def network_keys(self) -> list[str]:
         return self.source_keys() + ([PREVIOUS_KEY] if self.stage > 1 else [])
 
@@ -76,6 +122,7 @@ class ImageToImagePipeline(Pipeline):
         cases = self.data.load("training")
         if not cases:
             raise DataError(self.data.datalist.source, "the training split is empty")
+        self.data_range()  # fixed from the training references, before any validation
         mask_key = d.mask_key if d.mask_key and d.mask_key in cases[0] else None
         mode = d.patch_sampling if (mask_key or d.patch_sampling == "uniform") else "uniform"
         sampler = PatchSampler(
@@ -107,7 +154,7 @@ class ImageToImagePipeline(Pipeline):
     def export_examples(self) -> dict:
         return {self.generator: torch.zeros(1, len(self.network_keys()), *self.config.data.patch_size)}
 
-    # ----- units, metrics, outputs ---------------------------------------------------------------------------
+    # ----- outputs: source units and geometry -----------------------------------------------------------------
     def to_source_units(self, case, tensor: torch.Tensor, params: dict | None) -> np.ndarray:
         from medgen.data.presets import invert_intensity
 
@@ -117,7 +164,34 @@ class ImageToImagePipeline(Pipeline):
         return np.asarray(arr, dtype=np.float32)
 
     def target_in_source_units(self, case) -> np.ndarray:
+        """The normalised target mapped back with its stored inverse (what the network was taught)."""
         return self.to_source_units(case, case[self.target_key()], case.norm.get(self.target_key()))
+
+    def output_units(self, case) -> str:
+        params = self.output_params(case) or {}
+        return {"pet": "source (PET units)", "ct": "HU", "mr": "source (MR units)"}.get(params.get("preset"), "source")
+
+    def outputs(self, case, prediction: dict) -> dict:
+        from medgen.engine.outputs import Output
+
+        out = {}
+        for name, tensor in prediction.items():
+            if name == self.output_name:
+                out[name] = Output(self.to_source_units(case, tensor, self.output_params(case)), "image",
+                                   self.output_units(case), self.target_key(), dtype=self.config.infer.output_dtype)
+            else:
+                out[name] = Output(self.to_source_units(case, tensor, None), "image", "normalised")
+        return out
+
+    # ----- evaluation ------------------------------------------------------------------------------------------
+    def data_range(self) -> float:
+        """The one PSNR / SSIM data range of this dataset (see `data_range_rule`); fixed from the training
+        references once, saved with the model."""
+        if self._data_range is None:
+            fixed, _ = self.data_range_rule()
+            self._data_range = fixed if fixed is not None else reference_range(
+                self.data.load("training"), self.target_key(), self.config.data.mask_key or None)
+        return self._data_range
 
     def metric_mask(self, case) -> np.ndarray | None:
         key = self.config.data.mask_key
@@ -125,17 +199,47 @@ class ImageToImagePipeline(Pipeline):
             return case[key].numpy()[0] > 0
         return None
 
-    def evaluate_case(self, prediction: dict, case) -> dict:
+    def reference(self, case) -> np.ndarray | None:
+        """The target as stored in its file (source units, source grid), or None for a case without one."""
+        ref = case.references.get(self.target_key())
+        return None if ref is None else ref[0]
+
+    def evaluate_case(self, outputs: dict, case) -> dict:
         from medgen.metrics import image_metrics
 
-        if self.target_key() not in case:
+        ref = self.reference(case)
+        if ref is None:
             return {}
-        pred = self.to_source_units(case, prediction[self.output_name], self.output_params(case))[0]
-        target = self.target_in_source_units(case)[0]
+        pred = np.asarray(outputs[self.output_name], dtype=np.float32)[0]
+        return image_metrics(pred, ref, data_range=self.data_range(), mask=self.metric_mask(case))
+
+    def floors(self, case) -> dict:
+        """Trivial predictions scored beside the model: the reference's own mean inside the mask (the best
+        constant), and the input itself when input and target share units."""
+        ref = self.reference(case)
+        if ref is None:
+            return {}
         mask = self.metric_mask(case)
-        values = target[mask] if mask is not None else target
-        data_range = float(values.max() - values.min()) or 1.0
-        return image_metrics(pred, target, data_range=data_range, mask=mask)
+        mean = float(ref[mask].mean()) if mask is not None and mask.any() else float(ref.mean())
+        out = {"target_mean": {self.output_name: np.full((1, *ref.shape), mean, np.float32)}}
+        if self.input_is_floor:
+            src = self.source_keys()[0]
+            out["input"] = {self.output_name: self.to_source_units(case, case[src], case.norm[src])}
+        return out
+
+    def describe_evaluation(self) -> dict:
+        _, rule = self.data_range_rule()
+        key = self.config.data.mask_key
+        return {"region": f"mask '{key}' (given by the dataset, or derived: {self.mask_rule})" if key
+                else "the whole volume (data.mask_key is empty)",
+                "data_range": self.data_range(), "data_range_rule": rule, "reference": self.target_key()}
+
+    def state_dict(self) -> dict:
+        return {"data_range": self._data_range} if self._data_range is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("data_range") is not None:
+            self._data_range = float(state["data_range"])
 
     def preview(self, case, prediction: dict) -> dict:
         pred = prediction[self.output_name][0].float()
@@ -144,19 +248,3 @@ class ImageToImagePipeline(Pipeline):
             images["target"] = case[self.target_key()][0]
             images["error"] = (pred - case[self.target_key()][0]).abs()
         return images
-
-    def write_outputs(self, case, prediction: dict, out, suffix: str = "") -> list[dict]:
-        reference = case.paths[self.source_keys()[0]]
-        entries = []
-        for name, tensor in prediction.items():
-            params = self.output_params(case) if name == self.output_name else None
-            arr = self.to_source_units(case, tensor, params)
-            label = name + (f"_{suffix}" if suffix else "")
-            path = out.write_image(f"{case.id}_{label}.nii.gz", arr, reference, dtype=self.config.infer.output_dtype)
-            entries.append({
-                "path": str(path), "output": label,
-                "reference_key": self.target_key() if name == self.output_name else None,
-                "kind": "image", "data_range": None, "mask_key": self.config.data.mask_key or None,
-                "units": "source" if params is not None else "normalised",
-            })
-        return entries

@@ -162,8 +162,13 @@ class ToyDenoise(Pipeline):
         batch = {k: v.unsqueeze(0).to(self.device) for k, v in case.arrays.items()}
         return {"output": self.inference_network("G")(self._inputs(batch))[0].cpu()}
 
-    def evaluate_case(self, prediction, case):
-        err = prediction["output"].float().cpu() - case["target"]
+    def outputs(self, case, prediction):
+        from medgen.engine.outputs import Output
+
+        return {"output": Output(prediction["output"].float().numpy(), "image", "normalised", "target")}
+
+    def evaluate_case(self, outputs, case):
+        err = torch.as_tensor(outputs["output"]) - case["target"]
         return {"mse": float((err**2).mean())}
 
     def preview(self, case, prediction):

@@ -66,13 +66,15 @@ def test_train_resume_infer_evaluate_geometry(run, head):
         out = nib.load(f["path"])
         assert out.shape == src.shape
         np.testing.assert_allclose(out.affine, src.affine, atol=1e-5)
-        assert f["units"] == "source" and f["low_dose_simulated"]
+        assert f["units"].startswith("source")
         # written in Bq/mL: grey-matter level (thousands), not the normalised [0, ~1] range
         assert float(np.percentile(out.get_fdata(), 99)) > 1000
     refs = {f["output"]: f["reference_key"] for f in entry["files"]}
     assert refs["output_stage2"] == "full_dose"  # medgen evaluate scores the final stage
     ev = evaluate(run_dir / "predictions", head)
     assert ev["summary"]["metrics"]["psnr"]["n"] == 1
+    assert ev["summary"]["evaluation"]["low_dose_simulated"]  # the report says the low dose was simulated
+    assert set(ev["summary"]["floors"]) == {"target_mean", "input"}  # the low dose itself is a floor
     assert set(ev["summaries"]) == {"output_stage1", "output_stage2"}  # both stages are scored
 
 
@@ -87,8 +89,8 @@ def test_stage1_beats_low_dose_input_on_held_out_case(tmp_path):
     summary = train_config(cls, cfg)
     _, _, stages, _ = load_trained(summary["run_dir"], device="cpu")
     for case in stages[0].data.load("test"):
-        model = stages[0].evaluate_case(cascade_predict(stages, case)[0], case)
-        low = stages[0].evaluate_case({"output": case["low_dose"]}, case)
+        model = stages[0].evaluate_case(stages[0].output_values(case, cascade_predict(stages, case)[0]), case)
+        low = stages[0].evaluate_case(stages[0].output_values(case, {"output": case["low_dose"]}), case)
         assert model["psnr"] >= low["psnr"] + 1.0, (model["psnr"], low["psnr"])
 
 
@@ -154,9 +156,13 @@ def test_one_scale_for_input_and_target_and_units(head):
     np.testing.assert_allclose(out, raw_low, rtol=1e-4, atol=1e-2)
     # the identity "model" scores exactly the low-dose input's metrics computed by hand in Bq/mL
     from medgen.metrics import psnr
-    m = p.evaluate_case({"output": case["low_dose"]}, case)
+    m = p.evaluate_case(p.output_values(case, {"output": case["low_dose"]}), case)
     mask = case["mask"].numpy()[0] > 0
-    dr = raw_full[mask].max() - raw_full[mask].min()
+    # the dataset's one data range: the 0.5-99.5th percentile span of the training references inside their masks
+    train = [nib.load(c["full_dose"]).get_fdata()[nib.load(c["mask"]).get_fdata() > 0]
+             for c in p.data.datalist.training]
+    dr = float(np.subtract(*np.percentile(np.concatenate(train), [99.5, 0.5])))
+    assert p.data_range() == pytest.approx(dr, rel=1e-5)
     assert m["psnr"] == pytest.approx(psnr(raw_low, raw_full, dr, mask), abs=1e-3)
 
 

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from medgen.data.patches import patches_covering
-from medgen.errors import DataError
 from medgen.pipelines.image_to_image import ImageToImagePipeline, image_keys
 from medgen.pipelines.mr_synthesis.config import MRSynthesisConfig
 from medgen.registry import NETWORKS, PIPELINES
@@ -66,15 +65,7 @@ class MRSynthesis(ImageToImagePipeline):
         m = self.config.model
         return image_keys({k: "mr" for k in m.source_keys}, (m.target_key, "mr"), self.config.data.mask_key)
 
-    def prepare_case(self, case):
-        mask_key = self.config.data.mask_key
-        if mask_key and mask_key not in case:
-            # No mask in the dataset: the sources' nonzero region (the MR preset set background to -1).
-            fg = torch.stack([case[k][0] > -1.0 for k in self.source_keys()]).any(0)
-            if not bool(fg.any()):
-                raise DataError(case.paths.get(self.source_keys()[0]), f"case {case.id!r}: no foreground voxels")
-            case[mask_key] = fg[None].float()
-        return case
+    mask_rule = "the voxels where any source contrast is above its background (-1 after the mr preset)"
 
     def train_dataset(self):
         dataset = super().train_dataset()
@@ -210,10 +201,18 @@ class MRSynthesis(ImageToImagePipeline):
         x = torch.where(self.foreground(case).cpu(), x, outside)
         return np.asarray(x, dtype=np.float32)
 
-    def evaluate_case(self, prediction: dict, case) -> dict:
+    def evaluate_case(self, outputs: dict, case) -> dict:
+        """Image metrics in source units (the family's), plus the edge scores, which compare Ea-GANs Sobel maps
+        of the images as the network sees them: the output mapped back with the target's stored [-1, 1] scaling
+        (outside the brain: background), against the normalised target."""
         from medgen.metrics.edges import edge_scores
 
-        metrics = super().evaluate_case(prediction, case)
+        metrics = super().evaluate_case(outputs, case)
         if metrics:
-            metrics.update(edge_scores(prediction[self.output_name], case[self.target_key()], self.metric_mask(case)))
+            p = case.norm[self.target_key()]
+            lo, hi = float(p["low"]), float(p["high"])
+            pred = torch.as_tensor(np.asarray(outputs[self.output_name], dtype=np.float32))
+            norm = ((pred - lo) * (2.0 / (hi - lo)) - 1.0).clamp(-1.0, 1.0)
+            norm = torch.where(self.foreground(case).cpu(), norm, torch.full_like(norm, -1.0))
+            metrics.update(edge_scores(norm, case[self.target_key()], self.metric_mask(case)))
         return metrics

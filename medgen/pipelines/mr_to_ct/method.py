@@ -17,6 +17,7 @@ for a size that does not fit names the nearest sizes that do.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from medgen.inference.windows import valid_sliding_window
@@ -139,20 +140,15 @@ class MrToCt(ImageToImagePipeline):
                                    device=self.device)
         return {k: v[0].float().cpu() for k, v in out.items()}
 
-    def evaluate_case(self, prediction, case):
+    def data_range_rule(self):
+        lo, hi = self.config.data.hu_window
+        return float(hi - lo), f"the HU window data.hu_window [{lo:g}, {hi:g}] (a physical range)"
+
+    def evaluate_case(self, outputs, case):
         from medgen.metrics.ct import ct_metrics
 
-        if "ct" not in case:
+        ref = self.reference(case)
+        if ref is None:
             return {}
-        lo, hi = self.config.data.hu_window
-        pred = self.to_source_units(case, prediction[self.output_name], self.ct_params())[0]
-        ref = self.target_in_source_units(case)[0]
-        return ct_metrics(pred, ref, self.metric_mask(case), data_range=hi - lo)
-
-    def write_outputs(self, case, prediction, out, suffix=""):
-        entries = super().write_outputs(case, prediction, out, suffix=suffix)
-        lo, hi = self.config.data.hu_window
-        for e in entries:
-            if e["reference_key"] == "ct":
-                e.update(data_range=float(hi - lo), units="HU", stage=self.stage)  # PSNR / SSIM over the HU window
-        return entries
+        pred = np.asarray(outputs[self.output_name], dtype=np.float32)[0]
+        return ct_metrics(pred, ref, self.metric_mask(case), data_range=self.data_range())

@@ -45,8 +45,18 @@ class PetLowdose(ImageToImagePipeline):
         return image_keys({d.input_key: "pet"}, (d.target_key, "pet"), d.mask_key,
                           {d.region_key: "label"} if d.region_key else {})
 
+    input_is_floor = True  # low and full dose are both in the input's units: the low dose is the floor to beat
+    mask_rule = ("the head in the low-dose input: above 10 % of its 99.5th percentile, largest component, holes "
+                 "filled (as medgen simulate-pet derives it)")
+
+    def derive_mask(self, case) -> torch.Tensor:
+        from medgen.data.simulate_pet import head_mask
+
+        return torch.from_numpy(head_mask(case[self.config.data.input_key][0].numpy()))[None].float()
+
     def prepare_case(self, case):
         """Put the target on the INPUT's scale (one scale for both), taken on the smoothed input."""
+        case = super().prepare_case(case)
         src, tgt = self.config.data.input_key, self.config.data.target_key
         rel = self._noise_robust_rescale(case[src], case.norm[src])
         if rel != 1.0:
@@ -144,22 +154,19 @@ class PetLowdose(ImageToImagePipeline):
         logs["loss_l1"] = loss_l1.detach()
         return logs
 
-    # ----- evaluation and outputs ---------------------------------------------------------------------------
-    def evaluate_case(self, prediction: dict, case) -> dict:
+    # ----- evaluation ---------------------------------------------------------------------------------------
+    def evaluate_case(self, outputs: dict, case) -> dict:
         from medgen.metrics.pet import case_metrics
 
-        if self.target_key() not in case:
+        ref = self.reference(case)
+        if ref is None:
             return {}
-        pred = self.to_source_units(case, prediction[self.output_name], self.output_params(case))[0]
-        target = self.target_in_source_units(case)[0]
+        pred = np.asarray(outputs[self.output_name], dtype=np.float32)[0]
         rk = self.config.data.region_key
         labels = case[rk].numpy()[0] if rk and rk in case else None
-        return case_metrics(pred, target, self.metric_mask(case), labels, self.config.data.regions)
+        return case_metrics(pred, ref, self.metric_mask(case), labels, self.config.data.regions,
+                            data_range=self.data_range())
 
-    def write_outputs(self, case, prediction, out, suffix=""):
-        entries = super().write_outputs(case, prediction, out, suffix=suffix)
-        sim = (self.data.datalist.metadata.get("simulated") or {}).get("low_dose")
-        for e in entries:
-            e["low_dose_simulated"] = bool(sim)
-            e["stage"] = self.stage
-        return entries
+    def describe_evaluation(self) -> dict:
+        simulated = (self.data.datalist.metadata.get("simulated") or {}).get("low_dose")
+        return dict(super().describe_evaluation(), low_dose_simulated=bool(simulated))
