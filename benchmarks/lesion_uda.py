@@ -4,7 +4,7 @@ Settings (every one says whether its domain shift is real or constructed):
   phantom : lesion_domains phantoms, scanner A -> scanner B (constructed shift, truth known); held-out B test cases;
             every mode trained with 3 seeds (--phantom-seeds), the target judged on the mean over seeds.
   ms_shift: the three MS patients of ../shared/data/lesion_da/domainA_ms_ljubljana (expert masks); target = the same
-            patients under a constructed protocol shift (medgen.pipelines.lesion_uda_parts.protocol_shift: contrast,
+            patients under a constructed protocol shift (medgen.data.protocol_shift.protocol_shift: contrast,
             bias field, noise, thick slices); leave-one-patient-out (train on 2 patients, test the shifted 3rd).
   glioma  : source = the 3 MS patients (original), target = the 2 TCGA gliomas of domainB; label = the FLAIR
             abnormality (any label > 0 of the fused pseudo-labels: MODEL PREDICTIONS, not manual ground truth);
@@ -30,9 +30,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import medgen.pipelines.lesion_uda as L  # noqa: E402
-from medgen.engine.commands import build_config, train_config  # noqa: E402
+from medgen.engine.commands import build_config, load_trained, train_config  # noqa: E402
 from medgen.metrics import format_table  # noqa: E402
+from medgen.metrics.domain_adaptation import gap_closed  # noqa: E402
+from medgen.pipelines.lesion_uda import SMALL_DEEPMEDIC  # noqa: E402
 
 MODES = ("source_only", "uda", "uda_last_layer", "target_supervised")
 OUT = REPO / "benchmarks" / "results" / "lesion_uda"
@@ -44,19 +45,36 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def evaluate_run(run_dir, domain: str | None = None, split: str = "test", dataset: str | None = None) -> list[dict]:
+    """Predict the labelled cases of a split with a trained run and return per-case segmentation metrics
+    (optionally only cases of one domain), each row with the prediction under "_pred" (for the previews)."""
+    _, _, stages, _ = load_trained(run_dir, device="cpu", dataset=dataset)
+    p = stages[-1]
+    for net in p.networks.values():
+        net.eval()
+    rows = []
+    with torch.no_grad():
+        for case in p.data.load(split):
+            if (domain is not None and case["domain"] != domain) or p.config.data.lesion_key not in case:
+                continue
+            pred = p.predict_case(case)
+            rows.append({"id": case.id, "domain": case["domain"], **p.lesion_metrics(pred, case), "_pred": pred})
+    return rows
+
+
 def run_modes(name, dataset, work, steps, extra=(), target="B", seed=0):
     """Train every mode on one dataset and evaluate on its target-domain test cases."""
     results = {}
     for mode in MODES:
         over = [f"data.dataset={dataset}", f"output.root={work}/runs", f"output.name={name}_{mode}", "output.overwrite=true",
                 f"model.mode={mode}", f"train.iterations={steps}", "train.batch_size=4", "train.val_every=100000",
-                "train.log_every=50", "train.progress=off", f"train.seed={seed}", *L.SMALL_DEEPMEDIC, *extra]
+                "train.log_every=50", "train.progress=off", f"train.seed={seed}", *SMALL_DEEPMEDIC, *extra]
         cls, cfg = build_config("lesion_uda", None, over)
         t0 = time.perf_counter()
         run = train_config(cls, cfg)["run_dir"]
         t_train = time.perf_counter() - t0
         t0 = time.perf_counter()
-        rows = L.evaluate_run(run, domain=cfg.data.target_domain)
+        rows = evaluate_run(run, domain=cfg.data.target_domain)
         t_inf = (time.perf_counter() - t0) / max(len(rows), 1)
         per_domain = 2 if mode in ("uda", "uda_last_layer") else 1
         results[mode] = {"rows": rows, "train_s": t_train, "steps_per_s": steps / t_train,
@@ -72,8 +90,8 @@ def table(name, results):
         for r in res["rows"]:
             rows.append({"id": f"{mode}:{r['id']}", **{k: r[k] for k in COLS}})
     means = {m: float(np.mean([r["dice"] for r in res["rows"]])) for m, res in results.items()}
-    frac = L.gap_closed(means["source_only"], means["uda"], means["target_supervised"])
-    frac_last = L.gap_closed(means["source_only"], means["uda_last_layer"], means["target_supervised"])
+    frac = gap_closed(means["source_only"], means["uda"], means["target_supervised"])
+    frac_last = gap_closed(means["source_only"], means["uda_last_layer"], means["target_supervised"])
     text = (f"\n### {name}\n\n" + format_table(rows) + "\n\nmean target Dice: "
             + ", ".join(f"{m} {v:.3f}" for m, v in means.items())
             + f"\nfraction of the source_only -> target_supervised gap closed: uda {frac:.3f}, uda_last_layer {frac_last:.3f}\n")
@@ -86,8 +104,8 @@ def seed_table(per_seed):
     rows = [{"id": m, **{f"seed{s}": per_seed[s]["mean_dice"][m] for s in seeds},
              "mean": float(np.mean([per_seed[s]["mean_dice"][m] for s in seeds]))} for m in MODES]
     mean = {r["id"]: r["mean"] for r in rows}
-    frac = L.gap_closed(mean["source_only"], mean["uda"], mean["target_supervised"])
-    frac_last = L.gap_closed(mean["source_only"], mean["uda_last_layer"], mean["target_supervised"])
+    frac = gap_closed(mean["source_only"], mean["uda"], mean["target_supervised"])
+    frac_last = gap_closed(mean["source_only"], mean["uda_last_layer"], mean["target_supervised"])
     per = ", ".join(f"seed {s}: uda {per_seed[s]['gap_closed_uda']:.3f} / last layer "
                     f"{per_seed[s]['gap_closed_uda_last_layer']:.3f}" for s in seeds)
     text = (f"\n### phantoms, mean target Dice over training seeds {seeds}\n\n" + format_table(rows)
@@ -125,7 +143,7 @@ def prepare_real(work: Path, factor: int = 3) -> dict:
     """Down-sampled MS (original + protocol-shifted) and glioma cases: {id: {key: path, ...}}."""
     import nibabel as nib
 
-    from medgen.pipelines.lesion_uda_parts import protocol_shift
+    from medgen.data.protocol_shift import protocol_shift
 
     out = work / "real"
     cases = {}
