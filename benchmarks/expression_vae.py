@@ -5,9 +5,10 @@
    label AUROC (group, sex) and each true programme's best |r| with one latent feature, as trained and after a
    varimax rotation; default Tybalt is also trained with seeds 1-4. Target, fixed before those runs: the mean
    over seeds 0-4 of each programme's varimax best |r| is above 0.8 for every programme.
-2. Real TCGA miRNA (../shared/data/expression_vae/tcga_mirna; miRNA, not the paper's mRNA; raw counts ->
-   log2(1 + CPM)): BRCA + PRAD (cancer type; tumour 01 vs solid normal 11), SKCM (metastatic 06 vs primary 01),
-   BRCA histology (ductal vs lobular, *_groups.parquet). Target: Tybalt's label AUROC within 0.02 of PCA's or better.
+2. Real TCGA miRNA (expression_vae/tcga_mirna of the shared data folder, when present; miRNA, not the paper's
+   mRNA; raw counts -> log2(1 + CPM)): BRCA + PRAD (cancer type; tumour 01 vs solid normal 11), SKCM (metastatic
+   06 vs primary 01), BRCA histology (ductal vs lobular, *_groups.parquet). Target: Tybalt's label AUROC within
+   0.02 of PCA's or better.
 3. Speed: a 10,000 x 5,000 synthetic matrix, batch 50, on CPU (and CUDA when available): training throughput
    (steady-state steps/s over --speed-epochs, 50 by default as the paper), whole-matrix inference time, peak memory.
 
@@ -50,7 +51,7 @@ def peak_rss_mb() -> float:
 def run_one(name: str, data, root: Path, overrides: list[str]) -> dict:
     """Train one model with the engine, then evaluate it on its held-out split (PCA on the same split)."""
     from medgen.engine.commands import build_config, train_config
-    from medgen.pipelines.expression_vae_eval import evaluate_run
+    from medgen.metrics.latent_evaluation import evaluate_run
 
     cls, cfg = build_config("expression_vae", None, [f"data.dataset={data}", f"output.root={root}",
                                                      f"output.name={name}", "train.progress=off", "train.log_every=50",
@@ -128,7 +129,7 @@ def seed_rows(runs: list[dict]) -> list[dict]:
 
 def tsne_preview(run_dir: str, out_png: Path, title: str) -> None:
     """t-SNE of the latent means of all samples (from the run's evaluation), coloured by each label."""
-    from medgen.pipelines.expression_vae_eval import plot_tsne
+    from medgen.metrics.tsne import plot_tsne
 
     lat = pd.read_csv(Path(run_dir) / "eval" / "latent_all.tsv", sep="\t", index_col=0)
     labels = _labels_of(run_dir, lat.index)
@@ -139,9 +140,7 @@ def _labels_of(run_dir, index):
     from medgen.engine.commands import load_trained
 
     _, _, stages, _ = load_trained(run_dir, device="cpu")
-    p = stages[0]
-    p._load_tables()
-    return p._labels.loc[list(index)]
+    return stages[0].data.labels.loc[list(index)]
 
 
 # ----- datasets ------------------------------------------------------------------------------------------
@@ -156,7 +155,7 @@ def write_dataset(folder: Path, matrix: pd.DataFrame, labels: pd.DataFrame) -> P
 
 
 def sample_type(ids) -> np.ndarray:
-    from medgen.pipelines.expression_vae import tcga_sample_type
+    from medgen.data.table_source import tcga_sample_type
 
     return np.array([tcga_sample_type(i) for i in ids])
 
@@ -203,7 +202,7 @@ def speed(tmp: Path, n: int, f: int, epochs: float, device: str) -> dict:
         steps_per_s = summary["steps"] / total
     _, _, stages, _ = load_trained(summary["run_dir"], device=device)
     p = stages[0]
-    case = p.load_cases("training")[0]
+    case = p.data.load("training")[0]
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.synchronize()

@@ -11,8 +11,10 @@ from medgen.engine.outputs import OutputFolder
 from medgen.data.phantoms import write_phantom_dataset
 from medgen.engine.commands import build_config, infer, load_trained, train_config
 from medgen.errors import ConfigError, DataError, MedgenError
-from medgen.pipelines.expression_vae import ExpressionVAE, tcga_sample_type
-from medgen.pipelines.expression_vae_eval import association_tests, evaluate_run, programme_recovery
+from medgen.data.table_source import tcga_sample_type
+from medgen.metrics.latent_evaluation import evaluate_run
+from medgen.metrics.latent_space import association_tests, programme_recovery
+from medgen.pipelines.expression_vae import ExpressionVAE
 
 FAST = ["train.progress=off", "train.log_every=5", "evaluation.cv_folds=3"]
 
@@ -67,7 +69,7 @@ def test_train_resume_infer_evaluate(phantom, tmp_path):
     assert (run / "predictions" / "test_tsne.png").stat().st_size > 1000
     assert infer(run)["skipped"] == 1  # reruns do only what is missing
     _, _, stages, _ = load_trained(run)
-    case = stages[0].load_cases("test")[0]
+    case = stages[0].data.load("test")[0]
     with pytest.raises(MedgenError, match="exists"):  # a file medgen did not write there is never overwritten
         stages[0].write_outputs(case, stages[0].predict_case(case), OutputFolder(run / "predictions"))
     from medgen.cli import main  # `medgen evaluate` dispatches to the pipeline's own scoring
@@ -125,7 +127,7 @@ def test_varimax_exports_are_an_exact_reparametrisation(phantom, tmp_path):
     assert list(latent.columns) == list(weights.columns) and latent.columns[0] == "vz0"
     _, _, stages, _ = load_trained(run)
     p = stages[0]
-    raw = p.predict_case(p.load_cases("test")[0])["latent"].numpy()
+    raw = p.predict_case(p.data.load("test")[0])["latent"].numpy()
     np.testing.assert_allclose(latent.to_numpy() @ weights.to_numpy().T, raw @ p.decoder_weights().T, atol=1e-3)
     assert not np.allclose(latent.to_numpy(), raw, atol=1e-3)
     ev = evaluate_run(run, tsne=False)
@@ -142,7 +144,7 @@ def test_beta_schedule_and_kl_gradient(phantom):
         betas.append(p.beta())
     assert betas == pytest.approx([0.0, 0.0, 0.4, 0.8, 1.0, 1.0])  # + kappa per completed epoch, capped at 1
     net = p.build_networks()["VAE"].train()
-    x = torch.as_tensor(p.matrix(p.splits["training"][:20]))
+    x = torch.as_tensor(p.data.matrix(p.preprocessing.splits["training"][:20]))
     grads = []
     for beta in (0.0, 1.0):
         torch.manual_seed(0)
@@ -189,19 +191,19 @@ def test_feature_selection_scaling_and_split(tmp_path):
                                                        f"data.feature_selection={how}"])
         p = ExpressionVAE(cfg)
         p.prepare()
-        chosen[how] = p.features
+        chosen[how] = p.preprocessing.features
     assert chosen == {"mad": ["spread"], "mean_ad": ["spiky"]}  # paper (median) vs code (mean)
     _, cfg = build_config("expression_vae", None, [f"data.dataset={data}"])
     p = ExpressionVAE(cfg)
-    p.prepare()
-    assert len(p.splits["test"]) == 6 and len(p.splits["training"]) == 54  # seeded 10 % test split
-    train = df.loc[p.splits["training"], p.features]
-    np.testing.assert_allclose(p.scaler.min_, train.min().to_numpy())  # fitted on training rows only
-    np.testing.assert_allclose(p.scaler.max_, train.max().to_numpy())
+    fitted = p.prepare()
+    assert len(fitted.splits["test"]) == 6 and len(fitted.splits["training"]) == 54  # seeded 10 % test split
+    train = df.loc[fitted.splits["training"], fitted.features]
+    np.testing.assert_allclose(fitted.scaler.min_, train.min().to_numpy())  # fitted on training rows only
+    np.testing.assert_allclose(fitted.scaler.max_, train.max().to_numpy())
     again = ExpressionVAE(cfg)
     again.load_state_dict(p.state_dict())  # the saved state restores split, features and scaler
-    assert again.splits == p.splits and again.features == p.features
-    np.testing.assert_allclose(again.matrix(p.splits["test"]), p.matrix(p.splits["test"]))
+    assert again.preprocessing.splits == fitted.splits and again.preprocessing.features == fitted.features
+    np.testing.assert_allclose(again.data.matrix(fitted.splits["test"]), p.data.matrix(fitted.splits["test"]))
 
 
 def test_bad_input_errors(tmp_path, phantom):
@@ -257,9 +259,9 @@ def test_real_tcga_preprocessing(shared_data, tmp_path):
     _, cfg = build_config("expression_vae", None, [f"data.dataset={src}", "data.transform=log2_cpm",
                                                    "data.sample_type_from_barcode=true"])
     p = ExpressionVAE(cfg)
-    p.prepare()
-    assert len(p.features) == 1881  # miRNA: fewer than 5000 features, so all are kept
-    counts = p._labels["sample_type"].value_counts()
+    fitted = p.prepare()
+    assert len(fitted.features) == 1881  # miRNA: fewer than 5000 features, so all are kept
+    counts = p.data.labels["sample_type"].value_counts()
     assert counts["01"] == 498 and counts["11"] == 52
-    x = p.matrix(p.splits["training"])
+    x = p.data.matrix(fitted.splits["training"])
     assert x.min() == 0.0 and x.max() == 1.0

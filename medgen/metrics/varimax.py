@@ -6,7 +6,8 @@ over several latent features. The decoder is linear in z (its first layer is), s
 R and the decoder weights W by the same R is an exact reparametrisation: W z = (W R)(R^T z). Varimax picks
 the R that makes each feature's gene weights as sparse as possible (maximum variance of squared weights per
 column), as factor analysis has done for its own rotation ambiguity. It uses only the trained decoder weights,
-never labels or known programmes.
+never labels or known programmes. Used by expression_vae's readout (`model.latent_rotation`) and its
+evaluation, which reports both readouts (docs/pipelines/expression_vae.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from medgen.errors import MedgenError
-from medgen.pipelines.expression_vae_rotation import varimax
+from medgen.metrics.varimax import varimax
 
 
 def _sparse_loadings(rng, genes=300, k=4, per_factor=20):

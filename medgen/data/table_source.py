@@ -1,0 +1,306 @@
+"""An expression matrix (samples x features) read as medgen cases: one case per split.
+
+- `read_tables(path, matrix_key, labels_key)`: the tables a dataset names (dataset.json "tables": the matrix,
+  an optional label table, a phantom's true "programs") with its split lists, or a bare matrix file.
+- `transform_matrix`, `label_strings`, `tcga_sample_type`: count transforms, label values, TCGA sample types.
+- `MatrixPreprocessing`: what is fitted on the training rows and saved with the model (the split's sample ids,
+  the selected features, the min-max scaler); `TableSource.fit_preprocessing` fits it.
+- `TableSource`: `medgen.data.cases.CaseSource`'s interface over the matrix (split ids, what a split's
+  prediction is made from, its case one at a time or cached); `MatrixRows`: the training rows as a Dataset.
+
+Feature selection, scaling and the seeded split themselves are in `medgen.data.tabular`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from medgen.data.cases import Case, CaseError, CaseSource, DatasetRef, case_error_text
+from medgen.data.tabular import MinMaxScaler
+from medgen.errors import ConfigError, DataError
+
+SPLIT_NAMES = ("training", "validation", "test")
+PROGRAMS_KEY = "programs"  # dataset.json["tables"] key of a phantom's true programme activities
+
+
+# ----- values of a matrix ------------------------------------------------------------------------------
+def tcga_sample_type(barcode: str) -> str:
+    """Characters 14-15 (1-based) of a TCGA barcode: 01 primary tumour, 06 metastatic, 11 solid normal."""
+    code = str(barcode)[13:15]
+    if len(code) != 2 or not code.isdigit():
+        raise DataError(None, f"sample id {barcode!r} is not a TCGA barcode (no sample-type code at 14-15)")
+    return code
+
+
+def label_strings(series) -> np.ndarray:
+    """Label values as plain strings, missing values (NaN / None / NA) as "" (left out of the label's tests)."""
+    import pandas as pd
+
+    values = series.to_numpy(dtype=object)
+    return np.array(["" if pd.isna(v) else str(v) for v in values], dtype=object)
+
+
+def transform_matrix(df, how: str, path=None):
+    """Optional count transform before feature selection: log2(1 + x) or log2(1 + counts per million)."""
+    if how == "none":
+        return df
+    if (df.to_numpy() < 0).any():
+        raise DataError(path, f"data.transform={how!r} needs non-negative counts, but the matrix has negative values")
+    if how == "log2p1":
+        return np.log2(1.0 + df)
+    if how == "log2_cpm":
+        lib = df.sum(axis=1).to_numpy()[:, None]
+        if (lib <= 0).any():
+            raise DataError(path, "a sample has zero total counts; cannot compute counts per million")
+        return np.log2(1.0 + df * (1e6 / lib))
+    raise ConfigError(f"data.transform must be none, log2p1 or log2_cpm, got {how!r}")
+
+
+# ----- the tables of a dataset ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MatrixTables:
+    """source: the file errors name (dataset.json, or the matrix file); tables: key -> file; splits: the
+    sample ids dataset.json lists per split ({} when it lists none)."""
+
+    source: Path
+    tables: dict
+    splits: dict
+
+
+def read_tables(path: Path, matrix_key: str = "expression", labels_key: str = "labels") -> MatrixTables:
+    """dataset.json's "tables" (each file checked to exist) and split lists, or a bare matrix file."""
+    from medgen.data.datalist import normalise_cases, read_dataset_json
+    from medgen.data.tabular import TABLE_SUFFIXES
+
+    p = Path(path)
+    if p.is_file() and p.name.lower().endswith(TABLE_SUFFIXES):
+        return MatrixTables(p, {matrix_key: p}, {})
+    data, root, json_path = read_dataset_json(p)
+    tables = data.get("tables")
+    if not isinstance(tables, dict) or matrix_key not in tables:
+        raise DataError(json_path, f"no tables.{matrix_key} (the samples x features matrix); expected e.g. "
+                                   f'"tables": {{"{matrix_key}": "expression.tsv", "{labels_key}": "labels.tsv"}}')
+    resolved = {}
+    for key, rel in tables.items():
+        rp = Path(rel) if Path(str(rel)).is_absolute() else root / str(rel)
+        if not rp.exists():
+            raise DataError(json_path, f"tables.{key} points at {rp}, which does not exist")
+        resolved[key] = rp
+    cases = normalise_cases(data, json_path, SPLIT_NAMES)
+    splits = {s: [str(c["id"]) for c in cases[s]] for s in SPLIT_NAMES if cases.get(s)}
+    return MatrixTables(json_path, resolved, splits)
+
+
+# ----- what is fitted on the training rows ----------------------------------------------------------------
+@dataclass
+class MatrixPreprocessing:
+    """Fitted on the training rows only and saved with the model: sample ids per split, the selected features
+    (in decreasing spread) and the per-feature min-max scaler."""
+
+    features: list
+    scaler: MinMaxScaler
+    splits: dict | None
+
+    def as_dict(self) -> dict:
+        return {"features": list(self.features), "scaler": self.scaler.to_dict(), "splits": self.splits}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> "MatrixPreprocessing":
+        return cls(list(state["features"]), MinMaxScaler.from_dict(state["scaler"]), state.get("splits"))
+
+
+class MatrixRows(torch.utils.data.Dataset):
+    """The training rows; item i is row i (finite: the engine reshuffles per epoch with a seeded permutation)."""
+
+    def __init__(self, x):
+        self.x = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
+
+    def __len__(self):
+        return self.x.shape[0]
+
+    def __getitem__(self, i):
+        return {"x": self.x[i]}
+
+
+# ----- the source ---------------------------------------------------------------------------------------
+class TableSource(CaseSource):
+    """A matrix dataset's cases: a split is one case (id = the split's name) with the scaled rows of its samples
+    under `x` (samples x features) and the fields `samples`, `labels` (a DataFrame), `features` and, for a
+    phantom, `programs` (the true programme activities).
+
+    It keeps CaseSource's interface and its `load` (cached, `skip_bad_cases`), but not its datalist: a bare
+    matrix file has no dataset.json, and a split's members are rows of the matrix, not entries.
+    `preprocessing` is the fitted `MatrixPreprocessing` (None until fitted: cases need it; `use` replaces it).
+    Which samples make a split: the fitted split when every one of its samples is a row of this matrix, else
+    (another dataset given at inference) this dataset's own split lists or seeded split.
+    """
+
+    def __init__(self, ref: DatasetRef, data_cfg, preprocessing: MatrixPreprocessing | None = None,
+                 skip_bad_cases: bool = False):
+        self.ref = ref
+        self.cfg = data_cfg
+        self.preprocessing = preprocessing
+        self.skip_bad_cases = skip_bad_cases
+        self.skipped: list[CaseError] = []
+        self._cache: dict[str, list] = {}
+        self._tables: MatrixTables | None = None
+        self._frame = self._labels = self._programs = None
+
+    def use(self, preprocessing: MatrixPreprocessing) -> None:
+        """Read cases with this fitted preprocessing from now on (restored weights bring their own)."""
+        self.preprocessing = preprocessing
+        self._cache.clear()
+
+    # ----- the tables --------------------------------------------------------------------------------------
+    @property
+    def tables(self) -> MatrixTables:
+        if self._tables is None:
+            self._tables = read_tables(self.ref.path, self.cfg.matrix_key, self.cfg.labels_key)
+        return self._tables
+
+    @property
+    def matrix_path(self) -> Path:
+        return self.tables.tables[self.cfg.matrix_key]
+
+    def _read(self) -> None:
+        """The matrix (transformed), labels and (phantom) true programmes, all indexed by sample id."""
+        if self._frame is not None:
+            return
+        import pandas as pd
+
+        from medgen.data.tabular import load_labels, load_matrix, read_table
+
+        d, info = self.cfg, self.tables
+        mpath = self.matrix_path
+        df = transform_matrix(load_matrix(mpath, orientation=d.orientation), d.transform, mpath)
+        labels = pd.DataFrame(index=df.index)
+        if d.labels_key in info.tables:
+            lpath = info.tables[d.labels_key]
+            columns = list(d.label_columns) or [str(c) for c in read_table(lpath).columns]
+            for col in columns:
+                labels[col] = label_strings(load_labels(lpath, index=df.index, column=col))
+        elif d.label_columns:
+            raise DataError(info.source, f"data.label_columns={d.label_columns} but the dataset has no "
+                                         f"tables.{d.labels_key}")
+        if d.sample_type_from_barcode:
+            try:
+                labels["sample_type"] = [tcga_sample_type(s) for s in df.index]
+            except DataError as err:
+                raise DataError(mpath, err.problem) from None
+        if PROGRAMS_KEY in info.tables:
+            self._programs = load_matrix(info.tables[PROGRAMS_KEY]).reindex(df.index)
+        self._frame, self._labels = df, labels
+
+    @property
+    def frame(self):
+        """The whole matrix (samples x features, transformed, before feature selection)."""
+        self._read()
+        return self._frame
+
+    @property
+    def labels(self):
+        """Label table (samples x label columns, strings, "" = missing), indexed like `frame`."""
+        self._read()
+        return self._labels
+
+    @property
+    def programs(self):
+        """A phantom's true programme activities (samples x programmes), or None."""
+        self._read()
+        return self._programs
+
+    # ----- splits and the fitted preprocessing -------------------------------------------------------------
+    def split_ids(self) -> dict[str, list[str]]:
+        """Sample ids per split: dataset.json's lists, else a seeded split (test_fraction, val_fraction)."""
+        from medgen.data.tabular import train_test_split_ids
+
+        d, info = self.cfg, self.tables
+        ids = list(self.frame.index)
+        if info.splits:
+            known = set(ids)
+            for s, members in info.splits.items():
+                missing = [i for i in members if i not in known]
+                if missing:
+                    raise DataError(info.source, f"{len(missing)} '{s}' sample id(s) are not rows of the matrix, "
+                                                 f"e.g. {', '.join(missing[:3])}")
+            splits = {s: list(info.splits.get(s, [])) for s in SPLIT_NAMES}
+        else:
+            train, test = train_test_split_ids(ids, d.test_fraction, d.split_seed)
+            splits = {"training": train, "validation": [], "test": test}
+        if not splits["validation"] and d.val_fraction > 0:
+            train, val = train_test_split_ids(splits["training"], d.val_fraction, d.split_seed + 1)
+            splits["training"], splits["validation"] = train, val
+        if len(splits["training"]) < 2:
+            raise DataError(info.source, f"the training split has {len(splits['training'])} sample(s); need >= 2")
+        return splits
+
+    def fit_preprocessing(self) -> MatrixPreprocessing:
+        """Split, then select the `data.n_features` most variable features and fit the scaler, on the training
+        rows only (fitting on all samples would leak the test split)."""
+        from medgen.data.tabular import select_features
+
+        d = self.cfg
+        splits = self.split_ids()
+        train = self.frame.loc[splits["training"]]
+        selected = select_features(train, d.n_features, by=d.feature_selection)
+        spread = (selected.max(axis=0) - selected.min(axis=0)).to_numpy()
+        if not (spread > 0).any():
+            raise DataError(self.matrix_path, f"no feature varies across the {len(train)} training samples (a "
+                                              "constant matrix): there is nothing to learn")
+        return MatrixPreprocessing(list(selected.columns), MinMaxScaler().fit(selected), splits)
+
+    def _fitted(self) -> MatrixPreprocessing:
+        if self.preprocessing is None:
+            raise ConfigError("the expression matrix has no fitted preprocessing yet (features, scaler, split): "
+                              "train a model first, or restore one from its checkpoint")
+        return self.preprocessing
+
+    def matrix(self, ids) -> np.ndarray:
+        """Scaled rows for sample ids, on the fitted features (DataError naming missing features)."""
+        fitted = self._fitted()
+        missing = [f for f in fitted.features if f not in self.frame.columns]
+        if missing:
+            raise DataError(self.matrix_path, f"{len(missing)} feature(s) the model was trained on are missing, "
+                                              f"e.g. {', '.join(missing[:5])}")
+        return np.array(fitted.scaler.transform(self.frame.loc[list(ids), fitted.features]), dtype=np.float32)
+
+    def samples(self, split: str) -> list[str]:
+        """The sample ids of a split (see the class docstring for which split)."""
+        saved = self.preprocessing.splits if self.preprocessing is not None else None
+        if saved:
+            known = set(self.frame.index)
+            if all(i in known for ids in saved.values() for i in ids) and saved.get(split) is not None:
+                return list(saved[split])
+        return self.split_ids().get(split, [])
+
+    # ----- CaseSource's interface -----------------------------------------------------------------------------
+    def entries(self, split: str) -> list[dict]:
+        """The split's one case as an entry: the tables it is read from and its sample ids ([] when empty)."""
+        ids = self.samples(split)
+        if not ids:
+            return []
+        return [{"id": split, "tables": {k: str(v) for k, v in self.tables.tables.items()}, "samples": list(ids)}]
+
+    def iter(self, split: str, skip=()) -> Iterator[Case | CaseError]:
+        for entry in self.entries(split):
+            if entry["id"] in skip:
+                continue
+            try:
+                case = self.case(split, entry["samples"])
+            except Exception as exc:  # noqa: BLE001 - reported with the case, as CaseSource does
+                yield CaseError(split, split, case_error_text(exc))
+                continue
+            yield case
+
+    def case(self, split: str, ids) -> Case:
+        ids = list(ids)
+        fields = {"samples": ids, "labels": self.labels.loc[ids], "features": list(self._fitted().features)}
+        if self.programs is not None:
+            fields["programs"] = self.programs.loc[ids]
+        return Case(id=split, split=split, arrays={"x": torch.from_numpy(self.matrix(ids))},
+                    paths={k: str(v) for k, v in self.tables.tables.items()}, fields=fields)
