@@ -58,7 +58,8 @@ def evaluate_run(run_dir, domain: str | None = None, split: str = "test", datase
             if (domain is not None and case["domain"] != domain) or p.config.data.lesion_key not in case:
                 continue
             pred = p.predict_case(case)
-            rows.append({"id": case.id, "domain": case["domain"], **p.lesion_metrics(pred, case), "_pred": pred})
+            scores = p.evaluate_case(p.output_values(case, pred), case)
+            rows.append({"id": case.id, "domain": case["domain"], **scores, "_pred": pred})
     return rows
 
 

@@ -153,7 +153,8 @@ def run_task(label: str, dataset: Path, target: str, epochs: float, runs: Path, 
             with torch.no_grad():
                 pred = method.predict_case(case)
             times.append(time.perf_counter() - t0)
-            scores = method.evaluate_case(pred, case) if name in VARIANTS else ref.evaluate_case(pred, case)
+            scorer = method if name in VARIANTS else ref
+            scores = scorer.evaluate_case(scorer.output_values(case, pred), case)
             rows.append({"id": case.id, **{k: float(scores[k]) for k in METRICS}})
             preds.setdefault(case.id, {})[name] = pred["output"][0].numpy()
         result["methods"][name] = {"cases": rows, "mean": {k: float(np.mean([r[k] for r in rows])) for k in METRICS},

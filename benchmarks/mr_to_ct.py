@@ -90,10 +90,8 @@ def train_variant(name, dataset, runs, steps, extra=()):
 def evaluate_all(dataset, runs, steps, label, out_dir, extra=(), previews=1, variants=tuple(VARIANTS)):
     """Train the variants, fit the baselines, score every test case in HU against the raw reference CT; the
     first `previews` test cases get a picture in out_dir."""
-    from medgen.data.io import load_image
-    from medgen.engine.cascade import cascade_predict
     from medgen.baselines.ct import BulkDensity, IntensityRegression
-    from medgen.metrics.ct import ct_metrics
+    from medgen.engine.cascade import cascade_predict
 
     trained, timing = {}, {}
     for name in variants:
@@ -106,8 +104,7 @@ def evaluate_all(dataset, runs, steps, label, out_dir, extra=(), previews=1, var
     rows, infer_s, pictures = [], {}, []
     test_cases = trained[variants[0]][-1].data.load("test")
     for case in test_cases:
-        ref_hu = np.asarray(load_image(case["paths"]["ct"]))[0]
-        mask = case["mask"].numpy()[0] > 0
+        ref_hu = ref_pipe.reference(case)
         preds = {}
         for name, b in baselines.items():
             preds[name] = b.predict_normalised(case, ref_pipe)
@@ -120,13 +117,11 @@ def evaluate_all(dataset, runs, steps, label, out_dir, extra=(), previews=1, var
                 preds[FULL] = out[1]["output"]
             else:
                 preds[name] = out[-1]["output"]
-        for method, pred in preds.items():
-            hu = ref_pipe.to_source_units(case, pred, ref_pipe.ct_params())[0]
-            row = {"set": label, "id": case.id, "method": method,
-                   **ct_metrics(hu, ref_hu, mask, data_range=window[1] - window[0])}
-            rows.append(row)
+        for method, pred in preds.items():  # every method scored as medgen evaluate scores the model
+            scores = ref_pipe.evaluate_case(ref_pipe.output_values(case, {"output": pred}), case)
+            rows.append({"set": label, "id": case.id, "method": method, **scores})
         if len(pictures) < previews:
-            pictures.append(save_preview(case, ref_hu, preds, ref_pipe, out_dir / f"{label}_{case['id']}.png"))
+            pictures.append(save_preview(case, ref_hu, preds, ref_pipe, out_dir / f"{label}_{case.id}.png"))
     return rows, timing, {k: float(np.mean(v)) for k, v in infer_s.items()}, pictures, len(train_cases), len(test_cases)
 
 

@@ -53,7 +53,7 @@ def source_arrays(stage, case):
     src = stage.source_keys()[0]
     s = lambda t: stage.to_source_units(case, t, stage.output_params(case))[0]  # noqa: E731
     rk = stage.config.data.region_key
-    return {"low_dose": s(case[src]), "full_dose": s(case[stage.target_key()]),
+    return {"low_dose": s(case[src]), "full_dose": stage.reference(case),
             "mask": case["mask"].numpy()[0] > 0 if "mask" in case else None,
             "tissue": case[rk].numpy()[0] if rk and rk in case else None}
 
@@ -65,14 +65,12 @@ def evaluate_methods(runs: dict, dataset, gauss_val=True, regions=None):
     from medgen.engine.commands import load_trained
     from medgen.engine.cascade import cascade_predict
     from medgen.baselines.denoise import choose_gaussian_sigma, choose_nlm_h, gaussian_smooth, nlm_denoise
-    from medgen.metrics.pet import case_metrics
-
     loaded = {k: load_trained(v, device="cpu", dataset=str(dataset))[2] for k, v in runs.items()}
     any_stage = next(iter(loaded.values()))[0]
     regions = any_stage.config.data.regions if regions is None else regions
     val = [source_arrays(any_stage, c) for c in any_stage.data.load("validation")]
-    sigma, sigma_scores = choose_gaussian_sigma(val)
-    h, h_scores = choose_nlm_h(val)
+    sigma, sigma_scores = choose_gaussian_sigma(val, data_range=any_stage.data_range())
+    h, h_scores = choose_nlm_h(val, data_range=any_stage.data_range())
     rows, previews, timings = [], {}, {}
     for case in any_stage.data.load("test"):
         a = source_arrays(any_stage, case)
@@ -88,8 +86,8 @@ def evaluate_methods(runs: dict, dataset, gauss_val=True, regions=None):
             for k, out in enumerate(outs, 1):
                 label = name if len(outs) == 1 else f"{name}_stage{k}"
                 preds[label] = stages[k - 1].to_source_units(case, out["output"], stages[k - 1].output_params(case))[0]
-        for method, pred in preds.items():
-            m = case_metrics(pred, a["full_dose"], a["mask"], a["tissue"], regions)
+        for method, pred in preds.items():  # every method scored as medgen evaluate scores the model
+            m = any_stage.evaluate_case({any_stage.output_name: pred[None]}, case)
             rows.append({"id": case.id, "method": method, **{k: m[k] for k in METRICS if k in m}})
         if not previews:
             previews = dict(preds, full_dose=a["full_dose"])

@@ -72,7 +72,7 @@ def fingerprint(name: str, tmp: Path) -> dict:
         for case in stages[0].data.load("test"):
             predictions = cascade_predict(stages, case, stages[0].output_name)
             for stage, prediction in zip(stages, predictions):
-                record = _floats(stage.evaluate_case(prediction, case))
+                record = _floats(stage.evaluate_case(stage.output_values(case, prediction), case))
                 record["outputs"] = _weights_digest({"prediction": _TensorDict(prediction)})["prediction"]
                 test[f"{case.id}/stage{stage.stage}"] = record
     return {"best_metric": summary.get("best_metric"), "metrics_csv": logged, "weights": weights, "test": test}

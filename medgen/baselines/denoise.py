@@ -59,26 +59,28 @@ def nlm_denoise(image: np.ndarray, h_factor: float = 0.8, patch_size: int = 3, p
     return (out * scale).astype(np.float32)
 
 
-def _mean_psnr(method, cases: Sequence[dict]) -> float:
+def _mean_psnr(method, cases: Sequence[dict], data_range: float | None) -> float:
     scores = []
     for c in cases:
         pred = method(c["low_dose"])
-        scores.append(case_metrics(pred, c["full_dose"], c.get("mask"))["psnr"])
+        scores.append(case_metrics(pred, c["full_dose"], c.get("mask"), data_range=data_range)["psnr"])
     return float(np.mean(scores))
 
 
-def choose_gaussian_sigma(validation: Sequence[dict], sigmas: Sequence[float] = GAUSSIAN_SIGMAS) -> tuple[float, dict]:
+def choose_gaussian_sigma(validation: Sequence[dict], sigmas: Sequence[float] = GAUSSIAN_SIGMAS,
+                          data_range: float | None = None) -> tuple[float, dict]:
     """The sigma (voxels) with the best mean PSNR on validation cases ({"low_dose", "full_dose", "mask"} arrays
-    in source units). Returns (sigma, {sigma: mean PSNR})."""
+    in source units; PSNR with the dataset's `data_range`). Returns (sigma, {sigma: mean PSNR})."""
     if not validation:
         raise MedgenError("choosing the Gaussian sigma needs at least one validation case with a full_dose image")
-    scores = {float(s): _mean_psnr(lambda x, s=s: gaussian_smooth(x, s), validation) for s in sigmas}
+    scores = {float(s): _mean_psnr(lambda x, s=s: gaussian_smooth(x, s), validation, data_range) for s in sigmas}
     return max(scores, key=scores.get), scores
 
 
-def choose_nlm_h(validation: Sequence[dict], factors: Sequence[float] = NLM_H_FACTORS) -> tuple[float, dict]:
+def choose_nlm_h(validation: Sequence[dict], factors: Sequence[float] = NLM_H_FACTORS,
+                 data_range: float | None = None) -> tuple[float, dict]:
     """The NLM strength factor with the best mean PSNR on validation cases (see `choose_gaussian_sigma`)."""
     if not validation:
         raise MedgenError("choosing the NLM strength needs at least one validation case with a full_dose image")
-    scores = {float(f): _mean_psnr(lambda x, f=f: nlm_denoise(x, f), validation) for f in factors}
+    scores = {float(f): _mean_psnr(lambda x, f=f: nlm_denoise(x, f), validation, data_range) for f in factors}
     return max(scores, key=scores.get), scores

@@ -257,7 +257,7 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
             e = manifest["cases"].get(cid) or {}
             return (not overwrite and e.get("status") == "ok" and e.get("split") == split_name
                     and e.get("model") == model_digest and e.get("inputs") == inputs.get(cid)
-                    and all(Path(f["path"]).exists() for f in e.get("files", [])))
+                    and all(Path(f["path"]).exists() for f in e.get("files", []) if "path" in f))
 
         done = {cid for cid in ids if up_to_date(cid)}
         skipped += len(done)
@@ -286,7 +286,10 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
                               write_case_outputs(case, stage.outputs(case, pred), folder, suffix=suffix)]
                 for path in set(stale) - {f.get("path") for f in files}:  # no longer produced: not left as current
                     Path(path).unlink(missing_ok=True)
-                entry.update(status="ok", files=files)
+                file_keys = set(getattr(getattr(source, "datalist", None), "keys", {}))
+                entry.update(status="ok", files=files, fields={
+                    k: v for k, v in case.fields.items()
+                    if k not in file_keys and isinstance(v, (str, int, float, bool))})  # e.g. a domain, a label
                 written += 1
             except (KeyboardInterrupt, SystemExit):
                 raise

@@ -91,7 +91,7 @@ class Output:
 
     kind: "image" ((C, *spatial) array in the source grid, written as NIfTI), "label" (a label map, written as
     uint8), "value" (a number, kept in the manifest), "table" (a pandas DataFrame, written as TSV), "figure" (a
-    matplotlib figure, written as PNG; not evaluated). units: what the numbers are ("Bq/mL", "HU", "probability",
+    matplotlib figure, or a function that saves one at a given path, written as PNG; not evaluated). units: what the numbers are ("Bq/mL", "HU", "probability",
     "normalised", ...). reference: the dataset key it estimates (evaluation compares against it). shared: one
     file for every case (e.g. gene weights), named without the case id.
     """
@@ -130,7 +130,11 @@ def write_case_outputs(case, outputs: dict, out: OutputFolder, suffix: str = "",
             if o.kind in ("image", "label"):
                 path = out.write_image(file, o.value, geometry, dtype="uint8" if o.kind == "label" else o.dtype)
             elif o.kind == "table":
-                path = out.write_with(file, lambda tmp, df=o.value: df.to_csv(tmp, sep="\t", float_format="%.6g"))
+                entry["index"] = _has_index(o.value)
+                path = out.write_with(file, lambda tmp, df=o.value, index=entry["index"]: df.to_csv(
+                    tmp, sep="\t", float_format="%.6g", index=index))
+            elif callable(o.value):  # a function that saves the figure at a given path
+                path = out.write_with(file, o.value)
             else:
                 path = out.write_figure(file, o.value)
             entry["path"] = str(path)
@@ -153,5 +157,12 @@ def read_case_outputs(entries: list[dict]) -> dict[str, Any]:
         elif kind in ("image", "label"):
             values[name] = np.asarray(load_image(e["path"], ensure_channel_first=True), dtype=np.float32)
         elif kind == "table":
-            values[name] = pd.read_csv(e["path"], sep="\t", index_col=0)
+            values[name] = pd.read_csv(e["path"], sep="\t", index_col=0 if e.get("index", True) else None)
     return values
+
+
+def _has_index(df) -> bool:
+    """A table's row labels are worth writing unless they are just 0..n-1."""
+    import pandas as pd
+
+    return not isinstance(df.index, pd.RangeIndex)

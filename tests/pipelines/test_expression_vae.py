@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from medgen.engine.outputs import OutputFolder
+from medgen.engine.outputs import OutputFolder, write_case_outputs
 from medgen.data.phantoms import write_phantom_dataset
 from medgen.engine.commands import build_config, infer, load_trained, train_config
 from medgen.errors import ConfigError, DataError, MedgenError
@@ -71,11 +71,13 @@ def test_train_resume_infer_evaluate(phantom, tmp_path):
     _, _, stages, _ = load_trained(run)
     case = stages[0].data.load("test")[0]
     with pytest.raises(MedgenError, match="exists"):  # a file medgen did not write there is never overwritten
-        stages[0].write_outputs(case, stages[0].predict_case(case), OutputFolder(run / "predictions"))
-    from medgen.cli import main  # `medgen evaluate` dispatches to the pipeline's own scoring
+        write_case_outputs(case, stages[0].outputs(case, stages[0].predict_case(case)), OutputFolder(run / "predictions"))
+    from medgen.cli import main  # `medgen evaluate` scores the split through the pipeline's evaluate_case
 
     assert main(["evaluate", str(run / "predictions"), str(phantom), "--out", str(run / "eval_cli")]) == 0
     assert (run / "eval_cli" / "report.md").exists()
+    summary = json.loads((run / "eval_cli" / "summary.json").read_text())
+    assert "training_mean" in summary["floors"] and summary["metrics"]["mse"]["n"] == 1
     ev = evaluate_run(run, tsne=False)
     assert {r["method"] for r in ev["reconstruction"]} == {"tybalt", "pca6", "training_mean"}
     assert (run / "eval" / "associations.tsv").exists() and (run / "eval" / "report.md").exists()

@@ -36,6 +36,7 @@ class ExpressionVAE(Pipeline):
     config_class = ExpressionConfig
     spatial_dims = 0
     phantom = "expression"
+    output_name = "latent"
 
     def __init__(self, config, device="cpu", stage: int = 1, previous: tuple = ()):
         super().__init__(config, device, stage, previous)
@@ -159,8 +160,10 @@ class ExpressionVAE(Pipeline):
         parts = [self.infer_step({"x": x[i:i + chunk].to(self.device)}) for i in range(0, x.shape[0], chunk)]
         return {k: torch.cat([p[k].float().cpu() for p in parts]) for k in parts[0]}
 
-    def evaluate_case(self, prediction, case):
-        """Validation: reconstruction (n_features x mean BCE, and MSE) and KL with z = mu; loss = rec + KL."""
+    def reconstruction_scores(self, prediction: dict, case) -> dict[str, float]:
+        """Reconstruction (n_features x mean BCE, and MSE) and KL with z = mu; loss = rec + KL. Computed from the
+        prediction when it is made and kept as the split's output values, so validation and `medgen evaluate`
+        read the same numbers."""
         from medgen.losses import vae_loss
         from medgen.metrics.image import mse
 
@@ -177,6 +180,41 @@ class ExpressionVAE(Pipeline):
             out["kl"] = float(terms["kl"])
         out["loss"] = rec + out.get("kl", 0.0)
         return out
+
+    def evaluate_case(self, outputs: dict, case) -> dict:
+        """The split's reconstruction scores, and how well its latent features separate each label (the
+        cross-validated logistic-regression AUROC within the split, `medgen.metrics.latent_space`)."""
+        from medgen.metrics.latent_space import label_auroc_cv
+
+        scores = {k: float(outputs[k]) for k in ("bce", "mse", "reconstruction", "kl", "loss") if k in outputs}
+        latent = outputs.get("latent")
+        labels = case.get("labels")
+        if latent is not None and labels is not None and len(labels.columns):
+            ev = self.config.evaluation
+            z = np.asarray(latent, dtype=np.float64)
+            for column in labels.columns:
+                auc = label_auroc_cv(z, labels[column].to_numpy(), folds=ev.cv_folds, seed=self.config.train.seed,
+                                     min_class_size=ev.min_class_size)
+                if np.isfinite(auc):
+                    scores[f"auroc_{column}"] = float(auc)
+        return scores
+
+    def floors(self, case) -> dict:
+        """The per-feature training mean as every sample's reconstruction (no latent space: its label AUROC is
+        that of a random latent of the same size, chance)."""
+        from medgen.baselines.expression import TrainingMean
+
+        mean = TrainingMean().fit(self.data.load("training"))
+        values = self.reconstruction_scores(mean.predict_case(case), case)
+        values.pop("kl", None)
+        rng = np.random.default_rng(self.config.train.seed)
+        values["latent"] = rng.standard_normal((case["x"].shape[0], self.config.model.latent_dim))
+        return {"training_mean": values}
+
+    def describe_evaluation(self) -> dict:
+        return {"region": "all features of the split's samples (min-max scaled as in training)",
+                "label_auroc": f"{self.config.evaluation.cv_folds}-fold cross-validated logistic regression on the "
+                               "split's latent means"}
 
     # ----- the readout: gene weights per latent feature, optionally varimax-rotated -------------------------------
     def decoder_weights(self) -> np.ndarray:
@@ -217,48 +255,29 @@ class ExpressionVAE(Pipeline):
         cols = [f"{self.latent_prefix}{i}" for i in range(w.shape[1])]
         return rot, pd.DataFrame(w, index=pd.Index(self.prepare().features, name="feature"), columns=cols)
 
-    def write_outputs(self, case, prediction, out, suffix: str = "") -> list[dict]:
-        """`<split>_latent.tsv` (latent means), `<split>_tsne.png`, `gene_weights.tsv`, `top_genes.tsv`, all in
-        the readout of `model.latent_rotation`."""
+    def outputs(self, case, prediction: dict) -> dict:
+        """`latent` (the split's latent means), `tsne` (PNG), `gene_weights` and `top_genes` (one file for the
+        run), all in the readout of `model.latent_rotation`, and the split's reconstruction scores as values."""
         import pandas as pd
 
+        from medgen.engine.outputs import Output
         from medgen.metrics.tsne import plot_tsne
         from medgen.pipelines.expression_vae.readout import top_genes_table
 
-        tag = f"_{suffix}" if suffix else ""
         rot, weights = self.readout()
         z = prediction["latent"].numpy()
         if rot is not None:
             z = z @ rot
         latent = pd.DataFrame(z, index=pd.Index(case["samples"], name="sample"), columns=list(weights.columns))
-        entries = []
-
-        def entry(path, output):
-            return {"path": str(path), "output": output, "reference_key": None, "kind": "table",
-                    "data_range": None, "mask_key": None}
-
-        p = out.write_with(f"{case.id}_latent{tag}.tsv", lambda t: latent.to_csv(t, sep="\t", float_format="%.6g"))
-        entries.append(entry(p, "latent"))
+        out = {"latent": Output(latent, "table", "latent means")}
         if len(latent) >= 5:
-            p = out.write_with(f"{case.id}_tsne{tag}.png",
-                               lambda t: plot_tsne(latent.to_numpy(), case["labels"], t, seed=self.config.train.seed,
-                                                   perplexity=self.config.model.tsne_perplexity,
-                                                   title=f"{self.config.model.method} latent, {case.id} split"))
-            entries.append(entry(p, "tsne"))
-        p = out.write_with(f"gene_weights{tag}.tsv", lambda t: weights.to_csv(t, sep="\t", float_format="%.6g"))
-        entries.append(entry(p, "gene_weights"))
-        top = top_genes_table(weights, self.config.model.top_genes)
-        p = out.write_with(f"top_genes{tag}.tsv", lambda t: top.to_csv(t, sep="\t", index=False, float_format="%.6g"))
-        entries.append(entry(p, "top_genes"))
-        return entries
-
-    # ----- evaluation of written predictions (a hook of `medgen evaluate`) ----------------------------------------
-    @classmethod
-    def evaluate_predictions(cls, predictions, references=None, out=None, split: str = "test") -> dict:
-        """Matrix evaluation of `<run>/predictions` (`medgen evaluate`'s shared report compares image files):
-        `medgen.metrics.latent_evaluation.evaluate_run` on the run that wrote them."""
-        from medgen.metrics.latent_evaluation import evaluate_run, summary_table
-
-        result = evaluate_run(Path(predictions).parent, split=split, out=out, overwrite=True,
-                              dataset=str(references) if references else None)
-        return {"summary": result, "table": summary_table(result), "report": result["report"]}
+            out["tsne"] = Output(lambda path: plot_tsne(latent.to_numpy(), case["labels"], path,
+                                                        seed=self.config.train.seed,
+                                                        perplexity=self.config.model.tsne_perplexity,
+                                                        title=f"{self.config.model.method} latent, {case.id} split"),
+                                 "figure")
+        out["gene_weights"] = Output(weights, "table", "decoder weight", shared=True)
+        out["top_genes"] = Output(top_genes_table(weights, self.config.model.top_genes), "table", "", shared=True)
+        for name, value in self.reconstruction_scores(prediction, case).items():
+            out[name] = Output(value, "value", "BCE x features" if name in ("reconstruction", "loss") else name)
+        return out

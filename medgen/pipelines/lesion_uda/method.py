@@ -34,7 +34,7 @@ class LesionUDA(Pipeline):
     config_class = LesionUDAConfig
     phantom = "lesion_domains"
     output_name = "lesion"
-    key_metric, key_metric_mode = "dice", "max"
+    key_metric_mode = "max"
 
     def __init__(self, config, device="cpu", stage: int = 1, previous: tuple = ()):
         super().__init__(config, device, stage, previous)
@@ -318,24 +318,44 @@ class LesionUDA(Pipeline):
             prob = prob * (case[mk] > 0).float()
         return {"lesion": (prob > inf.threshold).float(), "lesion_prob": prob}
 
-    def lesion_metrics(self, prediction: dict, case) -> dict:
-        """Dice, HD95 (mm), lesion-wise F1 and volume errors of the lesion mask ({} for an unlabelled case)."""
+    @property
+    def key_metric(self) -> str:
+        """Dice on the labelled domain's validation cases picks best.pt only with model.selection "validation";
+        otherwise no metric of that name exists and the last step's weights are used (no target labels)."""
+        return "dice" if self.config.model.selection == "validation" else "dice_selection_off"
+
+    def outputs(self, case, prediction: dict) -> dict:
+        from medgen.engine.outputs import Output
+
+        out = {"lesion": Output(prediction["lesion"].numpy().astype(np.float32), "label", "label",
+                                reference=self.config.data.lesion_key)}
+        if self.config.infer.write_probabilities:
+            out["lesion_prob"] = Output(prediction["lesion_prob"].numpy().astype(np.float32), "image", "probability")
+        return out
+
+    def evaluate_case(self, outputs: dict, case) -> dict:
+        """Dice, HD95 (mm), lesion-wise F1 and volume errors of the lesion mask against the case's lesion map
+        ({} for a case without one), plus Dice and lesion F1 under the case's domain."""
         from medgen.metrics import segmentation_metrics
 
         key = self.config.data.lesion_key
         if key not in case:
             return {}
-        return segmentation_metrics(prediction["lesion"][0].numpy() > 0.5, case[key][0].numpy() > 0.5,
-                                    spacing=_voxel_spacing(case, self.source_keys()[0]))
+        m = segmentation_metrics(np.asarray(outputs["lesion"])[0] > 0.5, case[key][0].numpy() > 0.5,
+                                 spacing=_voxel_spacing(case, self.source_keys()[0]))
+        return {**m, f"dice_{case['domain']}": m["dice"], f"lesion_f1_{case['domain']}": m["lesion_f1"]}
 
-    def evaluate_case(self, prediction, case):
-        m = self.lesion_metrics(prediction, case)
-        if not m:
+    def floors(self, case) -> dict:
+        """All background: what a segmenter that finds nothing scores."""
+        key = self.config.data.lesion_key
+        if key not in case:
             return {}
-        out = {f"dice_{case['domain']}": m["dice"], f"lesion_f1_{case['domain']}": m["lesion_f1"]}
-        if self.config.model.selection == "validation":
-            out["dice"] = m["dice"]  # only then does validation pick best.pt; else the last step is used
-        return out
+        return {"all_background": {"lesion": np.zeros(tuple(case[key].shape), np.float32)}}
+
+    def describe_evaluation(self) -> dict:
+        return {"region": "the whole volume (masks compared voxel by voxel; distances in mm from the affine)",
+                "positive": f"lesion probability > {self.config.infer.threshold}",
+                "reference": self.config.data.lesion_key}
 
     def preview(self, case, prediction):
         images = {"input": case[self.source_keys()[-1]][0], "lesion_prob": prediction["lesion_prob"][0]}
@@ -343,21 +363,6 @@ class LesionUDA(Pipeline):
         if key in case:
             images["reference"] = case[key][0]
         return images
-
-    def write_outputs(self, case, prediction, out, suffix: str = "") -> list[dict]:
-        reference = case.paths[self.source_keys()[0]]
-        entries = []
-        names = ["lesion"] + (["lesion_prob"] if self.config.infer.write_probabilities else [])
-        for name in names:
-            label = name + (f"_{suffix}" if suffix else "")
-            is_mask = name == "lesion"
-            path = out.write_image(f"{case.id}_{label}.nii.gz", prediction[name].numpy().astype(np.float32),
-                                   reference, dtype="uint8" if is_mask else "float32")
-            entries.append({"path": str(path), "output": label,
-                            "reference_key": self.config.data.lesion_key if is_mask else None,
-                            "kind": "label" if is_mask else "image", "data_range": None, "mask_key": None,
-                            "units": "label" if is_mask else "probability", "domain": case.get("domain")})
-        return entries
 
 
 def _voxel_spacing(case, key: str):
