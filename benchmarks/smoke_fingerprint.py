@@ -69,12 +69,13 @@ def fingerprint(name: str, tmp: Path) -> dict:
     weights = {f"stage{s.stage}": _weights_digest(s.networks) for s in stages}
     test = {}
     with torch.no_grad():
-        for case in stages[0].load_cases("test"):
+        old_api = hasattr(stages[0], "load_cases")  # a pipeline not yet on the Case / CaseSource contract
+        for case in (stages[0].load_cases("test") if old_api else stages[0].data.load("test")):
             predictions = cascade_predict(stages, case, getattr(stages[0], "output_name", "output"))
             for stage, prediction in zip(stages, predictions):
                 record = _floats(stage.evaluate_case(prediction, case))
                 record["outputs"] = _weights_digest({"prediction": _TensorDict(prediction)})["prediction"]
-                test[f"{case['id']}/stage{stage.stage}"] = record
+                test[f"{case['id'] if old_api else case.id}/stage{stage.stage}"] = record
     return {"best_metric": summary.get("best_metric"), "metrics_csv": logged, "weights": weights, "test": test}
 
 
