@@ -11,6 +11,7 @@ with its DeLong 95 % interval, and the methods are compared pairwise on the same
     python benchmarks/oct_anogan.py [--work /tmp/oct_bench] [--out benchmarks/results/oct_anogan] [--skip-real]
         [--phantom-cases 60] [--steps-scale 5 --mapping-steps 500]   # the earlier 20-test-scan runs
     python benchmarks/oct_anogan.py --paired-only benchmarks/results/oct_anogan/results.json
+    python benchmarks/oct_anogan.py --demo      # the quick demo comparison (medgen/pipelines/oct_anogan/demo.yaml)
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "oct_anogan"
 METHODS = ("fanogan", "anogan", "autoencoder")
+DEMO_YAML = REPO / "medgen" / "pipelines" / "oct_anogan" / "demo.yaml"
 
 COMMON = ["data.patch_size=[32,32]", "train.batch_size=32", "train.log_every=25", "train.progress=lines"]
 SETTINGS = {
@@ -77,7 +80,7 @@ def throughput(run_dir: str, split: str = "test", max_images: int = 20) -> dict:
 
     _, _, stages, _ = load_trained(run_dir, device="cpu")
     p = stages[-1]
-    cases = p.load_cases(split)[:max_images]
+    cases = p.data.load(split)[:max_images]
     with torch.no_grad():
         p.predict_case(cases[0])  # warm-up
         t0 = time.perf_counter()
@@ -105,8 +108,7 @@ def scaled(settings: list[str], factor: float, mapping_steps: int | None = None)
 
 def run_dataset(tag: str, dataset: Path | None, work: Path, out: Path, seed: int = 0) -> dict:
     from medgen.engine.commands import build_config, infer, train_config
-    from medgen.pipelines.oct_anogan import _phantom_dataset, evaluate_anomaly
-    from medgen.pipelines.oct_anogan_scoring import read_scores
+    from medgen.metrics.anomaly_evaluation import evaluate_anomaly, read_scores
 
     s = SETTINGS[tag]
     results = {}
@@ -123,7 +125,7 @@ def run_dataset(tag: str, dataset: Path | None, work: Path, out: Path, seed: int
         t0 = time.perf_counter()
         inf = infer(summary["run_dir"], split="test", overwrite=True, device="cpu")
         t_infer = time.perf_counter() - t0
-        ds = dataset or _phantom_dataset(cfg.data)  # the folder the pipeline wrote its phantoms to
+        ds = dataset or predicted_dataset(inf["out"])  # the folder the pipeline wrote its phantoms to
         metrics = evaluate_anomaly(inf["out"], ds, out=Path(summary["run_dir"]) / "eval")
         tp = throughput(summary["run_dir"])
         steps = cfg.train.iterations
@@ -155,6 +157,58 @@ def run_dataset(tag: str, dataset: Path | None, work: Path, out: Path, seed: int
               f"sens={metrics.get('sensitivity', float('nan')):.2f} spec={metrics.get('specificity', float('nan')):.2f} "
               f"train {t_train:.0f} s, {tp['images_per_s']:.3g} images/s", flush=True)
     return {"methods": results, "per_case": sorted(per_case.values(), key=lambda r: (r["label"], r["id"]))}
+
+
+def predicted_dataset(predictions) -> Path:
+    """The dataset folder a `medgen infer` output was predicted from (its manifest records it)."""
+    return Path(json.loads((Path(predictions) / "manifest.json").read_text())["dataset"])
+
+
+def demo_settings(path: Path = DEMO_YAML) -> dict:
+    """The quick demo's overrides: {"common": [...], <run name>: [...]} from the pipeline's demo.yaml."""
+    spec = yaml.safe_load(Path(path).read_text())
+    return {"common": list(spec.get("common") or []), **{r["name"]: list(r["overrides"]) for r in spec["runs"]}}
+
+
+def run_comparison(dataset, runs_root: Path, seed: int = 0, methods=None, settings=None, extra=()) -> dict:
+    """Train, infer (test split) and evaluate each method on one dataset; returns a table and results.
+    `settings` (default: the demo's, `demo_settings()`) gives each method's overrides; `methods` defaults to
+    the methods it has. An empty or missing `dataset` folder gets the embedded OCT phantoms (written under
+    its parent folder)."""
+    from medgen.engine.commands import build_config, infer, train_config
+    from medgen.errors import MedgenError
+    from medgen.metrics import format_table
+    from medgen.metrics.anomaly_evaluation import evaluate_anomaly
+
+    settings = settings if settings is not None else demo_settings()
+    methods = tuple(methods) if methods is not None else tuple(k for k in settings if k != "common")
+    missing = [m for m in methods if m not in settings]
+    if missing:
+        raise MedgenError(f"no settings for method(s) {missing}: a run with the paper's defaults takes hours")
+    dataset = Path(dataset)
+    results, rows = {}, []
+    for method in methods:
+        overrides = [f"model.method={method}", f"train.seed={seed}", f"output.root={runs_root}",
+                     f"output.name={method}_seed{seed}", "output.overwrite=true",
+                     *settings.get("common", []), *settings.get(method, []), *extra]
+        if (dataset / "dataset.json").exists():
+            overrides.append(f"data.dataset={dataset}")
+        else:
+            overrides += [f"data.phantom_dir={dataset.parent}"]
+        cls, cfg = build_config("oct_anogan", None, overrides)
+        t0 = time.perf_counter()
+        summary = train_config(cls, cfg, overwrite=True)
+        t_train = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        inf = infer(summary["run_dir"], split="test", overwrite=True, device=cfg.train.device)
+        t_infer = time.perf_counter() - t0
+        metrics = evaluate_anomaly(inf["out"], predicted_dataset(inf["out"]))
+        results[method] = {"metrics": metrics, "train_s": t_train, "infer_s": t_infer, "run_dir": summary["run_dir"]}
+        rows.append({"id": method, "roc_auc": metrics.get("roc_auc", float("nan")),
+                     "pr_auc": metrics.get("pr_auc", float("nan")), "pixel_auc": metrics.get("pixel_auc", float("nan")),
+                     "sensitivity": metrics.get("sensitivity", float("nan")),
+                     "specificity": metrics.get("specificity", float("nan")), "train_s": t_train})
+    return {"table": format_table(rows), "run_dir": str(runs_root), "results": results}
 
 
 def paired_tests(per_case: list[dict]) -> list[dict]:
@@ -220,7 +274,13 @@ def main() -> int:
                          "300 gives 50 + 50 test scans, enough to tell AUCs apart (10 + 10 could not)")
     ap.add_argument("--paired-only", metavar="RESULTS_JSON",
                     help="print the paired AUC tests of a saved results file's per-case scores, and exit")
+    ap.add_argument("--demo", action="store_true",
+                    help="run the quick demo comparison (demo.yaml: f-AnoGAN vs autoencoder on the phantoms), and exit")
     args = ap.parse_args()
+    if args.demo:
+        res = run_comparison(Path(args.work) / "data" / "oct", Path(args.work) / "runs" / "demo", seed=args.seed)
+        print(res["table"])
+        return 0
     if args.paired_only:
         saved = json.loads(Path(args.paired_only).read_text())
         for tag in ("phantom", "real"):

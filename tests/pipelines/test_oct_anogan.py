@@ -33,7 +33,7 @@ def _weights(run_dir):
 
 def test_end_to_end_resume_infer_evaluate(tmp_path):
     from medgen.engine.commands import infer, train_config
-    from medgen.pipelines.oct_anogan import evaluate_anomaly
+    from medgen.metrics.anomaly_evaluation import evaluate_anomaly
 
     # 6 steps: 4 GAN steps then 2 encoder steps; checkpoints every 3 steps (last.prev.pt = step 3).
     cls, cfg = _cfg(tmp_path, "model.encoder_iterations=2", "train.checkpoint_every=3")
@@ -81,7 +81,7 @@ def test_end_to_end_resume_infer_evaluate(tmp_path):
     # written outputs are never overwritten silently
     _, _, stages, _ = __import__("medgen.engine.commands", fromlist=["load_trained"]).load_trained(run, device="cpu")
     p = stages[0]
-    case = p.load_cases("test")[0]
+    case = p.data.load("test")[0]
     with pytest.raises(MedgenError, match="refusing to replace"):  # not in this folder's manifest
         p.write_outputs(case, p.predict_case(case), OutputFolder(out))
 
@@ -103,7 +103,7 @@ def test_nifti_channel_first_geometry(tmp_path):
     cls, cfg = build_config("oct_anogan", SMOKE, [f"data.dataset={tmp_path}", "model.method=autoencoder"])
     p = PIPELINES.get("oct_anogan")(cfg)
     p.networks = p.build_networks()
-    case = p.load_cases("test")[0]
+    case = p.data.load("test")[0]
     assert tuple(case["image"].shape) == (1, 64, 48)
     pred = p.predict_case(case)
     p.write_outputs(case, pred, OutputFolder(tmp_path / "out"))
@@ -135,15 +135,16 @@ def test_bad_input_errors(tmp_path):
         return PIPELINES.get("oct_anogan")(cfg)
 
     with pytest.raises(DataError, match="no key 'image'"):
-        pipeline([{"id": "b", "scan": str(tmp_path / "ok.nii.gz")}]).load_cases("test")
+        pipeline([{"id": "b", "scan": str(tmp_path / "ok.nii.gz")}]).data.load("test")
     with pytest.raises(DataError, match="nan.nii.gz.*NaN"):
-        pipeline([{"id": "b", "image": str(tmp_path / "nan.nii.gz")}]).load_cases("test")
+        pipeline([{"id": "b", "image": str(tmp_path / "nan.nii.gz")}]).data.load("test")
     with pytest.raises(DataError, match="small_mask.nii.gz.*shape"):
-        pipeline([{"id": "b", "image": str(tmp_path / "ok.nii.gz"), "mask": str(tmp_path / "small_mask.nii.gz")}]).load_cases("test")
+        pipeline([{"id": "b", "image": str(tmp_path / "ok.nii.gz"),
+                   "mask": str(tmp_path / "small_mask.nii.gz")}]).data.load("test")
     with pytest.raises(DataError, match="colour.nii.gz.*colour"):
-        pipeline([{"id": "b", "image": str(tmp_path / "colour.nii.gz")}]).load_cases("test")
+        pipeline([{"id": "b", "image": str(tmp_path / "colour.nii.gz")}]).data.load("test")
     with pytest.raises(DataError, match="label"):
-        pipeline([{"id": "b", "image": str(tmp_path / "ok.nii.gz"), "label": 3}]).load_cases("test")
+        pipeline([{"id": "b", "image": str(tmp_path / "ok.nii.gz"), "label": 3}]).data.load("test")
     with pytest.raises(ConfigError, match="patch_size"):
         build_config("oct_anogan", SMOKE, ["data.patch_size=[48,48]"])
     with pytest.raises(ConfigError, match="method"):
@@ -155,7 +156,7 @@ def test_bad_input_errors(tmp_path):
 
 def test_retina_band_detector():
     from medgen.data.phantoms import make_oct_bscan
-    from medgen.pipelines.oct_anogan_scoring import detect_depth_axis, retina_band
+    from medgen.data.retina import detect_depth_axis, retina_band
 
     for seed in range(3):
         o = make_oct_bscan(seed, (128, 128), ["fluid"])
@@ -170,7 +171,7 @@ def test_retina_band_detector():
 
 
 def test_tiling_and_aggregation():
-    from medgen.pipelines.oct_anogan_scoring import aggregate_scores, stitch_mean, tile_image
+    from medgen.inference.tiles import aggregate_scores, stitch_mean, tile_image
 
     img = np.arange(50 * 40, dtype=np.float32).reshape(50, 40)
     patches, corners, padded = tile_image(img, (16, 16), 0.5)
@@ -289,7 +290,7 @@ def test_trained_scorer_beats_untrained_baseline(tmp_path):
     _, _, stages, _ = load_trained(summary["run_dir"], device="cpu")
 
     def auc(p):
-        cases = p.load_cases("test")
+        cases = p.data.load("test")
         scores = [float(p.predict_case(c)["score"][0]) for c in cases]
         return roc_auc(scores, [c["label"] for c in cases])
 
