@@ -108,7 +108,7 @@ def scaled(settings: list[str], factor: float, mapping_steps: int | None = None)
 
 def run_dataset(tag: str, dataset: Path | None, work: Path, out: Path, seed: int = 0) -> dict:
     from medgen.engine.commands import build_config, infer, train_config
-    from medgen.metrics.anomaly_evaluation import evaluate_anomaly, read_scores
+    from medgen.metrics.anomaly_evaluation import evaluate_anomaly, read_values
 
     s = SETTINGS[tag]
     results = {}
@@ -138,16 +138,16 @@ def run_dataset(tag: str, dataset: Path | None, work: Path, out: Path, seed: int
             "infer_s_incl_threshold": t_infer, "throughput": tp, "run_dir": summary["run_dir"],
             "settings": s["common"] + s[method],
         }
-        for r in read_scores(Path(inf["out"]) / "scores.csv"):
-            row = per_case.setdefault(r["id"], {"id": r["id"], "label": r["label"]})
+        for r in read_values(inf["out"]):
+            row = per_case.setdefault(r["id"], {"id": r["id"], "label": r.get("label")})
             row[f"{method}_score"] = float(r["score"])
-            row[f"{method}_called"] = r["abnormal"]
+            row[f"{method}_called"] = r.get("abnormal")
         # previews: ROC / PR and the overlay of the first abnormal test scan
         for name in ("roc", "pr"):
             src = Path(summary["run_dir"]) / "eval" / f"{name}.png"
             if src.exists():
                 shutil.copy(src, out / f"{tag}_{method}_{name}.png")
-        abn = [r for r in read_scores(Path(inf["out"]) / "scores.csv") if r["label"] == "1"]
+        abn = [r for r in read_values(inf["out"]) if r.get("label") == 1]
         for r in abn[:2]:
             src = Path(r["overlay"])
             if src.exists() and src.stat().st_size < 200_000:

@@ -234,7 +234,8 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
     model = [dict(s.checkpoint or {}, stage=s.stage) for s in stages]
     model_digest = _digest([m.get("sha256") for m in model])
     source = stages[0].data
-    manifest.update(dataset=str(source.ref.path), dataset_sha256=source.ref.sha256, checkpoints=model)
+    manifest.update(dataset=str(source.ref.path), dataset_sha256=source.ref.sha256, checkpoints=model,
+                    evaluation=stages[-1].describe_evaluation())
     folder = OutputFolder(out, owned=manifest.get("written", []), overwrite=overwrite)
     mine = {"pipeline": cls.name, "cases": {}}
     part_path = out / (f"manifest.rank{dist.rank}.json" if dist.enabled else "manifest.json")
@@ -298,17 +299,48 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
                 entry.update(status="failed", error=message)
                 failed += 1
             record(case_id, entry)
+    if not dist.enabled:
+        table = _values_table({**manifest["cases"], **mine["cases"]})
+        if table:
+            folder.write_text("values.csv", table)
+            write_json_atomic(part_path, dict(manifest, cases={**manifest["cases"], **mine["cases"]},
+                                              written=sorted(set(manifest.get("written", [])) | set(folder.written))))
     counts = ddp.reduce_sums({"written": written, "failed": failed}, torch.device("cpu"))
     ddp.barrier()
     if dist.enabled and dist.is_main:  # merge the ranks' parts into the one manifest
         merged = _read_manifest(out, cls.name)
         merged.update(dataset=str(source.ref.path), dataset_sha256=source.ref.sha256, checkpoints=model)
+        table = _values_table(merged["cases"])
+        if table:
+            folder.write_text("values.csv", table)
+            merged["written"] = sorted(set(merged.get("written", [])) | set(folder.written))
         write_json_atomic(out / "manifest.json", merged)
         for part in out.glob("manifest.rank*.json"):
             part.unlink()
     ddp.barrier()
     return {"out": str(out), "written": int(counts["written"]), "skipped": skipped, "failed": int(counts["failed"]),
             "manifest": str(out / "manifest.json"), "rank": dist.rank, "world_size": dist.world_size}
+
+
+def _values_table(cases: dict) -> str:
+    """`values.csv`'s text: one row per predicted case with its value outputs (an anomaly score, a threshold, a
+    call) and plain fields (a label), for a spreadsheet; "" when the pipeline has no value outputs."""
+    import csv
+    import io
+
+    rows = []
+    for cid, entry in cases.items():
+        values = {f["output"]: f["value"] for f in entry.get("files", []) if "value" in f}
+        if entry.get("status") == "ok" and values:
+            rows.append({"id": cid, "split": entry.get("split"), **values, **(entry.get("fields") or {})})
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(sorted(rows, key=lambda r: r["id"]))
+    return buf.getvalue()
 
 
 def _check_finite(predictions: list[dict]) -> None:
@@ -334,9 +366,9 @@ def evaluate(predictions, references=None, out=None, split: str | None = None, o
         raise MedgenError(f"{target} already holds an evaluation; pass --overwrite to replace it, or --out to write "
                           "the new one elsewhere")
     if overwrite and target.is_dir() and any(target.iterdir()):
-        if not ((target / "report.md").exists() or (target / "summary.json").exists()):
-            raise MedgenError(f"{target} is not an evaluation folder (no report.md or summary.json); refusing to "
-                              "replace its files: choose another --out")
+        if not any((target / name).exists() for name in ("report.md", "summary.json", "metrics.json")):
+            raise MedgenError(f"{target} is not an evaluation folder (no report.md, summary.json or metrics.json); "
+                              "refusing to replace its files: choose another --out")
         import shutil
 
         shutil.rmtree(target)  # nothing of the replaced evaluation stays beside the new one

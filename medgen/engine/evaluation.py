@@ -39,21 +39,33 @@ def floor_rows(pipeline, case) -> dict[str, dict]:
 
 
 def compare_to_floors(pipeline, model: dict, floors: dict[str, dict]) -> list[str]:
-    """Warnings for every metric whose model mean does not beat the best floor's mean. `model` / `floors`:
-    summary dicts ({"metrics": {name: {"mean": ...}}}). Lower is better for losses and errors."""
+    """Warnings for every metric on which the model does not beat a floor. `model` / `floors`: summaries
+    ({"metrics": {name: {"mean": ...}}, "set_metrics": {name: value}}). When the pipeline has set-level metrics
+    (an AUC), those are compared, else the per-case means. Lower is better for losses and errors."""
+    if model.get("set_metrics"):
+        mine = {k: v for k, v in model["set_metrics"].items() if _comparable(k)}
+        theirs = {name: f.get("set_metrics", {}) for name, f in floors.items()}
+    else:
+        mine = {k: (v or {}).get("mean") for k, v in model.get("metrics", {}).items()}
+        theirs = {name: {k: (v or {}).get("mean") for k, v in f.get("metrics", {}).items()} for name, f in floors.items()}
     warnings = []
-    for metric, stats in model.get("metrics", {}).items():
-        mean = stats.get("mean")
-        if mean is None:
+    for metric, mean in mine.items():
+        if mean is None or not math.isfinite(mean):
             continue
         better_low = _lower_is_better(metric)
-        for floor, summary in floors.items():
-            f = (summary.get("metrics", {}).get(metric) or {}).get("mean")
+        for floor, values in theirs.items():
+            f = values.get(metric)
             if f is None or not math.isfinite(f):
                 continue
             if (mean >= f) if better_low else (mean <= f):
                 warnings.append(f"{metric}: the model ({mean:.4g}) does not beat the floor '{floor}' ({f:.4g})")
     return warnings
+
+
+def _comparable(metric: str) -> bool:
+    """Set-level numbers that rank methods (not counts, interval bounds or threshold-dependent rates)."""
+    return not (metric.startswith("n_") or metric.endswith(("_ci_low", "_ci_high"))
+                or metric in ("sensitivity", "specificity"))
 
 
 def _lower_is_better(metric: str) -> bool:

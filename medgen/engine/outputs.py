@@ -91,7 +91,8 @@ class Output:
 
     kind: "image" ((C, *spatial) array in the source grid, written as NIfTI), "label" (a label map, written as
     uint8), "value" (a number, kept in the manifest), "table" (a pandas DataFrame, written as TSV), "figure" (a
-    matplotlib figure, or a function that saves one at a given path, written as PNG; not evaluated). units: what the numbers are ("Bq/mL", "HU", "probability",
+    matplotlib figure, or better a function that draws and saves one at a given path, so nothing is drawn
+    when only the values are scored; written as PNG; not evaluated). units: what the numbers are ("Bq/mL", "HU", "probability",
     "normalised", ...). reference: the dataset key it estimates (evaluation compares against it). shared: one
     file for every case (e.g. gene weights), named without the case id.
     """

@@ -1,16 +1,14 @@
-"""Evaluating written anomaly-detection predictions: the per-case scores table (`scores.csv`), image-level
-and pixel-level metrics, and the evaluation folder (metrics.json, roc.png, pr.png).
+"""Evaluating written anomaly-detection predictions: image-level and pooled pixel-level metrics and the
+evaluation folder (metrics.json, roc.png, pr.png), for benchmarks that want them beside `medgen evaluate`.
 
-What `medgen infer` writes for an anomaly detector (oct_anogan) and this module reads: `scores.csv` (one row
-per case: id, split, score, label, anomaly_map path ...), `threshold.json` (the threshold chosen on the
-validation normals) and one anomaly map per case. Conventions (labels 1 = abnormal, "abnormal iff score >
-threshold") are those of `medgen.metrics.anomaly` and docs/metrics.md.
+What `medgen infer` writes for an anomaly detector (oct_anogan) and this module reads: the manifest's values
+per case (score, the threshold chosen on the validation normals, the abnormal call) and one anomaly map per
+case. Conventions (labels 1 = abnormal, "abnormal iff score > threshold") are those of
+`medgen.metrics.anomaly` and docs/metrics.md.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
@@ -20,29 +18,21 @@ from medgen.errors import DataError, MedgenError
 from medgen.files import atomic_write
 
 
-def upsert_csv_text(path: Path | None, row: dict, key: str = "id") -> str:
-    """The CSV at `path` (None: a new one) with `row` inserted or replacing the row of the same `key`."""
-    rows: list[dict] = []
-    if path is not None and Path(path).exists():
-        with open(path, newline="") as fh:
-            rows = [r for r in csv.DictReader(fh) if r.get(key) != str(row[key])]
-    rows.append({k: ("" if v is None else v) for k, v in row.items()})
-    fields: list[str] = []
-    for r in rows:
-        fields += [k for k in r if k not in fields]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, restval="")
-    writer.writeheader()
-    writer.writerows(sorted(rows, key=lambda r: str(r[key])))
-    return buf.getvalue()
-
-
-def read_scores(path: Path) -> list[dict]:
-    """The rows of a scores CSV (a MedgenError naming it when it is missing)."""
-    if not Path(path).exists():
-        raise MedgenError(f"{path}: no scores CSV (run `medgen infer` on the run first)")
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+def read_values(predictions, split: str = "all") -> list[dict]:
+    """One row per predicted case of `split` from a predictions folder's manifest: id, split, every value
+    output (score, threshold, abnormal), the case's plain fields (label), and the paths of its files by name."""
+    path = Path(predictions) / "manifest.json"
+    if not path.exists():
+        raise MedgenError(f"{predictions}: no manifest.json (run `medgen infer` on the run first)")
+    rows = []
+    for cid, entry in json.loads(path.read_text())["cases"].items():
+        if entry.get("status") != "ok" or (split != "all" and entry.get("split") != split):
+            continue
+        row = {"id": cid, "split": entry.get("split"), **(entry.get("fields") or {})}
+        for f in entry.get("files", []):
+            row[f["name"]] = f["value"] if "value" in f else f.get("path")
+        rows.append(row)
+    return rows
 
 
 def anomaly_metrics(scores, labels, threshold: float | None, maps=None, masks=None) -> dict:
@@ -71,24 +61,23 @@ def anomaly_metrics(scores, labels, threshold: float | None, maps=None, masks=No
 
 
 def evaluate_anomaly(predictions, dataset=None, out=None, overwrite: bool = True, split: str = "test") -> dict:
-    """Evaluate written anomaly predictions (scores.csv + anomaly maps) against the dataset's labels and
-    masks: writes metrics.json, roc.png and pr.png (to `out`, default `<predictions>/../eval`) and returns the
-    metrics.
+    """Anomaly metrics of written predictions (the manifest's scores and anomaly maps) against the dataset's
+    labels and masks, with pooled pixel AUC: writes metrics.json, roc.png and pr.png (to `out`, default
+    `<predictions>/../eval`) and returns the metrics. The benchmark's view; `medgen evaluate` reports the same
+    image-level numbers through the pipeline's `evaluate_set`.
 
     Labels: the case's `label` (0 normal, 1 abnormal) in dataset.json, else whether its `mask` is non-empty.
-    The threshold is the one chosen on the validation normals at inference (threshold.json).
+    The threshold is the one chosen on the validation normals at inference.
     """
     from medgen.data.datalist import load_datalist
     from medgen.data.io import load_array, load_bscan
     from medgen.metrics.anomaly_figures import plot_roc_pr
 
     predictions = Path(predictions)
-    rows = [r for r in read_scores(predictions / "scores.csv") if split == "all" or r.get("split") == split]
+    rows = read_values(predictions, split)
     if not rows:
-        raise MedgenError(f"{predictions}: no scores of split '{split}' in scores.csv")
-    thr_path = predictions / "threshold.json"
-    thr_info = json.loads(thr_path.read_text()) if thr_path.exists() else {}
-    threshold = thr_info.get("threshold")
+        raise MedgenError(f"{predictions}: no predictions of split '{split}'")
+    threshold = next((r["threshold"] for r in rows if r.get("threshold") is not None), None)
     cases = {}
     if dataset:
         dl = load_datalist(dataset)
@@ -116,7 +105,7 @@ def evaluate_anomaly(predictions, dataset=None, out=None, overwrite: bool = True
     if not scores:
         raise MedgenError(f"{predictions}: no case of split '{split}' has a label or a mask to evaluate against")
     metrics = anomaly_metrics(scores, labels, threshold, maps, masks)
-    metrics.update({"threshold": threshold, "specificity_target": thr_info.get("specificity"), "cases": used})
+    metrics.update({"threshold": threshold, "cases": used})
     out = Path(out) if out else predictions.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
     if metrics["n_normal"] and metrics["n_abnormal"]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from medgen.engine.outputs import OutputFolder
+from medgen.engine.outputs import OutputFolder, write_case_outputs
 from medgen.errors import ConfigError, DataError, MedgenError
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "oct_anogan_smoke.yaml"
@@ -64,11 +64,14 @@ def test_end_to_end_resume_infer_evaluate(tmp_path):
         assert amap.shape == png.shape  # PNG source: (H, W) map, identity affine
         assert np.allclose(amap.affine, np.eye(4))
         assert Path(entry["files"][1]["path"]).exists()  # overlay PNG
-    scores = (out / "scores.csv").read_text().splitlines()
-    assert scores[0].startswith("id,") and len(scores) == 5
-    thr = json.loads((out / "threshold.json").read_text())
-    assert thr["n_validation_normals"] == 2 and thr["specificity"] == 0.95
-    assert thr["threshold"] == pytest.approx(max(thr["validation_scores"].values()))  # ceil(0.95 * 2) = 2nd
+    scores = (out / "values.csv").read_text().splitlines()
+    assert scores[0].startswith("id,split,score,threshold,abnormal") and len(scores) == 5
+    thr = manifest["evaluation"]
+    assert thr["n_validation_normals"] == 2 and thr["specificity_target"] == 0.95
+    _, _, stages, _ = __import__("medgen.engine.commands", fromlist=["load_trained"]).load_trained(run, device="cpu")
+    normals = stages[0].threshold()["validation_scores"]
+    assert thr["threshold"] == pytest.approx(max(normals.values()))  # ceil(0.95 * 2) = 2nd
+    assert "rests on 2 validation normal" in thr["threshold_warning"]  # two normals: said out loud
     metrics = evaluate_anomaly(out, dataset)
     assert metrics["n_normal"] == 2 and metrics["n_abnormal"] == 2
     assert 0.0 <= metrics["roc_auc"] <= 1.0 and "pixel_auc" in metrics and "sensitivity" in metrics
@@ -83,7 +86,7 @@ def test_end_to_end_resume_infer_evaluate(tmp_path):
     p = stages[0]
     case = p.data.load("test")[0]
     with pytest.raises(MedgenError, match="refusing to replace"):  # not in this folder's manifest
-        p.write_outputs(case, p.predict_case(case), OutputFolder(out))
+        write_case_outputs(case, p.outputs(case, p.predict_case(case)), OutputFolder(out))
 
 
 def test_nifti_channel_first_geometry(tmp_path):
@@ -106,7 +109,7 @@ def test_nifti_channel_first_geometry(tmp_path):
     case = p.data.load("test")[0]
     assert tuple(case["image"].shape) == (1, 64, 48)
     pred = p.predict_case(case)
-    p.write_outputs(case, pred, OutputFolder(tmp_path / "out"))
+    write_case_outputs(case, p.outputs(case, pred), OutputFolder(tmp_path / "out"))
     out = nib.load(str(tmp_path / "out" / "s3_anomaly_map.nii.gz"))
     assert out.shape == (1, 64, 48)
     assert np.allclose(out.affine, affine)

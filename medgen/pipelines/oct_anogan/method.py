@@ -96,6 +96,11 @@ class OCTAnoGAN(Pipeline):
         stored = case.pop(STORED_KEY)[0].numpy()
         band = retina_band(stored, d.depth_axis if d.depth_axis == "auto" else int(d.depth_axis),
                            smooth=d.retina_smooth, closing=d.retina_closing)
+        low, span = float(stored.min()), float(np.ptp(stored)) or 1.0
+        # trivial image statistics, scored as "scorers" beside the model: when one separates normal from
+        # abnormal as well as the model, the acquisition (not the anatomy) may be what tells them apart
+        case.fields["dark_fraction"] = float(np.mean(stored <= low + 0.01 * span))
+        case.fields["mean_intensity"] = float(stored.mean())
         case["retina"] = torch.from_numpy(band[None].astype(np.float32))
         label = case.fields.get(d.label_key)
         if label not in (None, ""):
@@ -310,10 +315,82 @@ class OCTAnoGAN(Pipeline):
                 "score": torch.tensor([score]), "patch_scores": torch.from_numpy(scores_t),
                 "patch_corners": torch.from_numpy(corners[sel])}
 
-    def evaluate_case(self, prediction, case):
-        if self.method == "fanogan" and not self.encoder_phase():
+    def outputs(self, case, prediction) -> dict:
+        """`anomaly_map` (the residual map, normalised units, in the source's layout and affine), `overlay`
+        (PNG), and the values `score`, `threshold` (chosen on the validation normals) and `abnormal`."""
+        from medgen.engine.outputs import Output
+        from medgen.metrics.anomaly_figures import overlay_figure
+
+        thr = self.threshold()["threshold"]
+        amap = prediction["anomaly_map"].float().cpu().numpy()[0]
+        geometry = case.meta["image"]  # the source's layout and affine (medgen.data.bscans.bscan_geometry)
+        score = float(prediction["score"][0])
+        image01 = (case["image"][0].numpy() + 1) / 2
+        title = f"{case.id}: score {score:.4g}" + (f" (thr {thr:.4g})" if thr is not None else "")
+        out = {"anomaly_map": Output(amap.reshape((1, *geometry["spatial_shape"])), "image", "residual (normalised)",
+                                     geometry=geometry),
+               "overlay": Output(lambda path: _save_figure(overlay_figure(image01, amap, title=title), path),
+                                 "figure"),
+               "score": Output(score, "value", "anomaly score")}
+        if thr is not None:
+            out["threshold"] = Output(thr, "value", "anomaly score")
+            out["abnormal"] = Output(float(score > thr), "value", "0 / 1")
+        return out
+
+    def evaluate_case(self, outputs: dict, case) -> dict:
+        """The image's score and label (0 normal, 1 abnormal, when known), the threshold decision, and, where the
+        case has an anomaly mask with something in it, the pixel AUC of its anomaly map."""
+        if self.method == "fanogan" and self._engine is not None and not self.encoder_phase():
             return {}  # no encoder yet: a score would be meaningless, and must not pick "best"
-        return {"score": float(prediction["score"][0])}
+        row = {"score": float(outputs["score"])}
+        label = case.get("label")
+        if label is not None:
+            row["label"] = float(label)
+        if "threshold" in outputs:
+            row["threshold"] = float(outputs["threshold"])
+        amap = outputs.get("anomaly_map")
+        if amap is not None and "mask" in case.arrays and bool(case["mask"].any()) and not bool(case["mask"].all()):
+            from medgen.metrics.anomaly import pixel_auc
+
+            row["pixel_auc"] = pixel_auc(np.squeeze(np.asarray(amap)), case["mask"][0].numpy() > 0)
+        return row
+
+    def evaluate_set(self, rows: list[dict]) -> dict:
+        """Image-level ROC AUC with its DeLong 95 % interval, PR AUC, and sensitivity / specificity at the
+        threshold, over the cases with a label."""
+        from medgen.metrics.anomaly_evaluation import anomaly_metrics
+
+        labelled = [r for r in rows if "label" in r]
+        if not labelled:
+            return {}
+        thr = next((r["threshold"] for r in labelled if "threshold" in r), None)
+        m = anomaly_metrics([r["score"] for r in labelled], [int(r["label"]) for r in labelled], thr)
+        keep = ("roc_auc", "roc_auc_ci_low", "roc_auc_ci_high", "pr_auc", "sensitivity", "specificity",
+                "n_normal", "n_abnormal")
+        return {k: float(m[k]) for k in keep if k in m}
+
+    def floors(self, case) -> dict:
+        """Scorers that know nothing of anatomy: a random score (seeded by the case id), and two image statistics
+        (the fraction of near-black pixels, the mean intensity)."""
+        import zlib
+
+        rng = np.random.default_rng([self.config.train.seed, zlib.crc32(case.id.encode())])
+        return {"random": {"score": float(rng.random())},
+                "dark_fraction": {"score": float(case.get("dark_fraction", np.nan))},
+                "mean_intensity": {"score": float(case.get("mean_intensity", np.nan))}}
+
+    def describe_evaluation(self) -> dict:
+        thr = self.threshold()
+        out = {"region": "whole B-scans (image scores); anomaly maps against the anomaly masks (pixel AUC)",
+               "score": f"mean of the top {self.config.infer.top_k_fraction:.0%} patch scores ({self.method})",
+               "threshold": thr["threshold"], "specificity_target": thr["specificity"],
+               "n_validation_normals": thr["n_validation_normals"]}
+        if "validation_specificity" in thr:
+            out.update(validation_specificity=thr["validation_specificity"],
+                       validation_specificity_ci=thr["validation_specificity_ci"])
+        if "warning" in thr:
+            out["threshold_warning"] = thr["warning"]
+        return out
 
     def preview(self, case, prediction):
         return {"input": case["image"][0], "reconstruction": prediction["reconstruction"][0],
@@ -321,8 +398,12 @@ class OCTAnoGAN(Pipeline):
 
     # ----- threshold and outputs -------------------------------------------------------------------------------
     def threshold(self) -> dict:
-        """The image-score threshold at `infer.specificity` on the validation normals, scored exactly as
-        at test time with the current weights (computed once per pipeline object)."""
+        """The image-score threshold at `infer.specificity` on the validation normals, scored exactly as at test
+        time with the current weights (computed once per pipeline object), with what it rests on: how many
+        normals, the specificity they show, and its exact (Clopper-Pearson) 95 % interval. A 95 % specificity
+        cannot be told from 100 % with fewer than about 20 normals; the record then says so."""
+        from scipy.stats import beta
+
         from medgen.metrics import threshold_at_specificity
 
         if self._threshold is None:
@@ -330,53 +411,29 @@ class OCTAnoGAN(Pipeline):
             scores = {c.id: float(self.predict_case(c)["score"][0]) for c in normals}
             spec = self.config.infer.specificity
             thr = threshold_at_specificity(list(scores.values()), spec) if scores else None
-            self._threshold = {"threshold": thr, "specificity": spec, "n_validation_normals": len(scores),
-                               "validation_scores": scores, "method": self.method}
+            n = len(scores)
+            record = {"threshold": thr, "specificity": spec, "n_validation_normals": n,
+                      "validation_scores": scores, "method": self.method}
+            if thr is not None:
+                k = sum(v <= thr for v in scores.values())
+                lo = float(beta.ppf(0.025, k, n - k + 1)) if k > 0 else 0.0
+                hi = float(beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0
+                record.update(validation_specificity=k / n, validation_specificity_ci=[lo, hi])
+                if n < 20:
+                    record["warning"] = (f"the threshold rests on {n} validation normal scan(s): the specificity it "
+                                         f"gives is anywhere in [{lo:.2f}, {hi:.2f}] (95 %), not {spec:.0%}")
+            self._threshold = record
         return self._threshold
-
-    def write_outputs(self, case, prediction, out, suffix: str = ""):
-        """`<id>_anomaly_map.nii.gz` (residual map in normalised units, in the source layout and affine),
-        `<id>_overlay.png`, and the case's row in `scores.csv` (plus `threshold.json` once)."""
-        from medgen.metrics.anomaly_evaluation import upsert_csv_text
-        from medgen.metrics.anomaly_figures import overlay_figure
-
-        label = f"_{suffix}" if suffix else ""
-        thr = self.threshold()
-        if out.existing("threshold.json") is None:
-            out.write_json("threshold.json", thr)
-        amap = prediction["anomaly_map"].float().cpu().numpy()[0]
-        geometry = case.meta["image"]  # the source's layout and affine (medgen.data.bscans.bscan_geometry)
-        map_path = out.write_image(f"{case.id}_anomaly_map{label}.nii.gz",
-                                   amap.reshape((1, *geometry["spatial_shape"])), geometry)
-        score = float(prediction["score"][0])
-        t = thr["threshold"]
-        image01 = (case["image"][0].numpy() + 1) / 2
-        png_path = out.write_figure(f"{case.id}_overlay{label}.png", overlay_figure(
-            image01, amap, title=f"{case.id}: score {score:.4g}" + (f" (thr {t:.4g})" if t is not None else "")))
-        row = {
-            "id": case.id, "split": case.split, "score": f"{score:.6g}",
-            "threshold": "" if t is None else f"{t:.6g}", "specificity_target": thr["specificity"],
-            "abnormal": "" if t is None else int(score > t), "label": case.get("label"),
-            "method": self.method, "anomaly_map": str(map_path), "overlay": str(png_path),
-            "source": case.paths["image"],
-        }
-        out.write_text("scores.csv", upsert_csv_text(out.existing("scores.csv"), row))
-        common = {"reference_key": None, "data_range": None, "mask_key": None, "score": score}
-        return [dict(common, path=str(map_path), output=f"anomaly_map{label}", kind="image", units="normalised"),
-                dict(common, path=str(png_path), output=f"overlay{label}", kind="preview")]
 
     def state_dict(self):
         return {"method": self.method}
 
-    @classmethod
-    def evaluate_predictions(cls, predictions, references=None, out=None, split: str = "test") -> dict:
-        """`medgen evaluate` hook: image ROC / PR AUC, pixel AUC and sensitivity / specificity at the threshold
-        chosen on validation normals (scores.csv + anomaly maps against the dataset's labels and masks)."""
-        from medgen.metrics import format_table
-        from medgen.metrics.anomaly_evaluation import evaluate_anomaly
 
-        metrics = evaluate_anomaly(predictions, references, out, split=split)
-        shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        out = Path(out) if out else Path(predictions).parent / "eval"
-        return {"summary": metrics, "table": format_table([dict(id=split, **shown)]),
-                "report": str(out / "metrics.json")}
+def _save_figure(fig, path) -> None:
+    """A figure written when the output is written (never drawn for validation, which only scores values)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.savefig(path, dpi=80, format="png")
+    finally:
+        plt.close(fig)
