@@ -3,8 +3,8 @@
 Per pipeline (at its config's default sizes, on the chosen device):
 - training throughput (steps/s, samples/s and, for 3D, voxels/s) over a few steps after warm-up;
 - data-loading throughput of the same training dataset, next to the step throughput;
-- whole-volume inference time for a 256^3 volume (3D pipelines) or batch scoring throughput (2D / tabular,
-  where the pipeline provides `bench_inference`);
+- inference time of one whole case: a synthetic 256^3 volume for the 3D pipelines, the first test case (a
+  B-scan, a matrix split) for the others;
 - peak memory: process RSS on CPU, max allocated on GPU;
 - the same training-step measurement for a "plain" setting of the same networks (fp32, eager, no compile,
   the way a MONAI tutorial would run them) and the ratio medgen / plain;
@@ -108,18 +108,33 @@ def bench_one(name: str, config: str | None, overrides: list[str], steps: int, w
             from medgen.flops import count_step_flops
 
             result.update(count_step_flops(trainer, itertools.cycle(batches)))
-        bench_inference = getattr(pipeline, "bench_inference", None)
-        if bench_inference is not None:
-            result.update(bench_inference())
-        elif hasattr(pipeline, "network_keys") and volume:  # the 3D image-to-image pipelines
-            result.update(_volume_inference(pipeline, volume))
+        result.update(_inference(pipeline, volume))
     result["peak_memory_mb"] = peak_memory_mb(device)
     return result
 
 
-def _volume_inference(pipeline, size: int) -> dict:
-    """Whole-volume sliding-window inference time on a synthetic size^3 volume (all input channels)."""
-    case = {k: torch.rand(1, size, size, size) for k in pipeline.network_keys()}
+def _inference(pipeline, size: int) -> dict:
+    """Time of `predict_case` on one whole case: for volumes a synthetic size^3 volume of every input key (the
+    sliding-window path at a known size), otherwise the first test case of the dataset (a B-scan, a split)."""
+    from medgen.data.cases import Case
+
+    if pipeline.spatial_dims == 3:
+        if not size:
+            return {}
+        keys = [k.name for k in pipeline.case_keys() if k.role == "input"]
+        case = Case(id="bench", split="test", arrays={k: torch.rand(1, size, size, size) for k in keys})
+        result = {"volume": size}
+    else:
+        from medgen.errors import MedgenError
+
+        try:
+            cases = pipeline.data.load("test") or pipeline.data.load("validation")
+        except MedgenError as e:  # a pipeline that generates its training data (the engine's toy) has no cases
+            return {"inference_note": f"no test case to time: {e}"}
+        if not cases:
+            return {}
+        case = cases[0]
+        result = {"case_shape": list(next(iter(case.arrays.values())).shape)}
     for net in pipeline.networks.values():
         net.eval()
     _sync(pipeline.device)
@@ -127,7 +142,8 @@ def _volume_inference(pipeline, size: int) -> dict:
     with torch.no_grad(), pipeline._engine.autocast():
         pipeline.predict_case(case)
     _sync(pipeline.device)
-    return {"volume": size, "volume_inference_s": time.perf_counter() - t0}
+    key = "volume_inference_s" if pipeline.spatial_dims == 3 else "case_inference_s"
+    return {**result, key: time.perf_counter() - t0}
 
 
 def memory_scaling(sizes=(128, 192, 256), ngf: int = 64, window: int = 64, window_batch: int = 4,
@@ -188,7 +204,7 @@ def run_in_subprocess(name: str, config, overrides, steps, warmup, volume, timeo
 
 COLUMNS = [("pipeline", "{}"), ("device", "{}"), ("steps_per_s", "{:.3g}"), ("samples_per_s", "{:.3g}"),
            ("voxels_per_s", "{:.3g}"), ("data_batches_per_s", "{:.3g}"), ("speedup_vs_plain", "{:.2f}"),
-           ("volume_inference_s", "{:.1f}"), ("items_per_s", "{:.3g}"), ("peak_memory_mb", "{:.0f}")]
+           ("volume_inference_s", "{:.1f}"), ("case_inference_s", "{:.3g}"), ("peak_memory_mb", "{:.0f}")]
 
 
 def format_results(results: list[dict]) -> str:

@@ -79,8 +79,8 @@ def _pipeline_rows(rows: list[dict], device: str) -> list[str]:
         amp = {"torch.bfloat16": "bf16", "torch.float16": "fp16", "None": "off"}.get(r.get("amp"), r.get("amp"))
         if "volume_inference_s" in r:
             infer = f"{r['volume_inference_s']:.2f} s ({r['volume']}^3)"
-        elif "items_per_s" in r:
-            infer = f"{r['items_per_s']:.3g} items/s"
+        elif "case_inference_s" in r:
+            infer = f"{r['case_inference_s']:.3g} s (one case)"
         else:
             infer = "-"
         tflops = (f"{_num(r.get('tflops'))} / {_num(r.get('tflops_fp32'))}" if r.get("tflops") is not None else "-")
