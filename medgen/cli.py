@@ -22,7 +22,10 @@ def _cmd_list(args) -> int:
 
     print("pipelines:")
     for name in PIPELINES.names():
-        print(f"  {name:18s} {PIPELINES.get(name).description}")
+        cls = PIPELINES.get(name)
+        print(f"  {name:18s} {cls.description}")
+        if cls.baselines:
+            print(f"  {'':18s} baselines: {', '.join(cls.baselines)}")
     for module, error in PIPELINES.broken.items():
         print(f"  (not loaded: {module}: {error})")
     print("networks:")
@@ -114,7 +117,7 @@ def _add_demo(sub):
 
 
 def _cmd_demo(args) -> int:
-    from medgen.demo import run_demo
+    from medgen.engine.demo import run_demo
 
     return run_demo(args.out, args.runs, only=args.only, seed=args.seed)
 
@@ -171,17 +174,60 @@ def _add_evaluate(sub):
     p.add_argument("--out", default=None, help="output folder (default: <predictions>/../eval)")
     p.add_argument("--split", default=None, help="only this split (default: the split(s) the predictions are of)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing evaluation in the output folder")
+    p.add_argument("--baselines", default=None, metavar="NAMES",
+                   help="comma-separated baselines to fit on the training split and score beside the model "
+                        "(default: all the pipeline declares; 'none' for none; see `medgen list`)")
+    p.add_argument("--where", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="only the cases whose dataset.json fields match, e.g. --where domain=B")
     p.set_defaults(func=_cmd_evaluate)
+
+
+def _where(items) -> dict:
+    bad = [i for i in items if "=" not in i]
+    if bad:
+        raise MedgenError(f"--where takes FIELD=VALUE, got {' '.join(bad)}")
+    return dict(i.split("=", 1) for i in items)
+
+
+def _baseline_names(value):
+    if value is None:
+        return None
+    return [] if value.strip().lower() == "none" else [v.strip() for v in value.split(",") if v.strip()]
 
 
 def _cmd_evaluate(args) -> int:
     from medgen.engine.commands import evaluate
 
-    summary = evaluate(args.predictions, args.references, out=args.out, split=args.split, overwrite=args.overwrite)
+    summary = evaluate(args.predictions, args.references, out=args.out, split=args.split, overwrite=args.overwrite,
+                       baselines=_baseline_names(args.baselines), where=_where(args.where))
     print(summary["table"])
+    for verdict in summary["summary"].get("verdicts", {}).values():
+        print(f"verdict: {verdict}")
     for warning in summary.get("warnings", []):
         print(f"WARNING {warning}")
     print(f"report: {summary['report']}")
+    return 0
+
+
+def _add_baselines(sub):
+    p = sub.add_parser("baselines", help="fit a pipeline's baselines on a dataset and score them (no training)")
+    p.add_argument("pipeline", help="pipeline name (see `medgen list` for its baselines)")
+    p.add_argument("overrides", nargs="*", help="config overrides such as data.dataset=/data/my_pet")
+    p.add_argument("-c", "--config", default=None, help="YAML config (default: the pipeline's defaults)")
+    p.add_argument("--split", default="test", help="the split to predict and score (default: test)")
+    p.add_argument("--only", default=None, metavar="NAMES", help="comma-separated baselines (default: all)")
+    p.add_argument("--out", default=None, help="output folder (default: <output.root>/<pipeline>/baselines/<split>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier baseline evaluation there")
+    p.set_defaults(func=_cmd_baselines)
+
+
+def _cmd_baselines(args) -> int:
+    from medgen.engine.baseline_runs import run_baselines
+
+    result = run_baselines(args.pipeline, args.config, args.overrides, split=args.split, out=args.out,
+                           names=_baseline_names(args.only), overwrite=args.overwrite)
+    print(result["table"])
+    print(f"report: {result['report']}")
     return 0
 
 
@@ -292,7 +338,7 @@ def _cmd_gpu_check(args) -> int:
 
 
 SUBCOMMANDS = [_add_list, _add_make_dataset, _add_check_data, _add_demo, _add_train, _add_infer, _add_evaluate,
-               _add_export, _add_bench, _add_gpu_check]
+               _add_baselines, _add_export, _add_bench, _add_gpu_check]
 
 
 def parse_with_overrides(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:

@@ -353,11 +353,14 @@ def _check_finite(predictions: list[dict]) -> None:
                                       "infinity); nothing written for this case")
 
 
-def evaluate(predictions, references=None, out=None, split: str | None = None, overwrite: bool = False) -> dict:
+def evaluate(predictions, references=None, out=None, split: str | None = None, overwrite: bool = False,
+             baselines=None, where: dict | None = None) -> dict:
     """Score written predictions (medgen.engine.evaluation): per_case.csv, summary.json and report.md in `out`
     (default `<predictions>/../eval`), against the dataset and for the split their manifest records unless
-    `references` / `split` say otherwise. An existing, non-empty report folder is replaced only with
-    `overwrite`, so an earlier evaluation is never lost by accident."""
+    `references` / `split` say otherwise. `baselines`: the pipeline's baselines to fit on the training split and
+    score beside the model (None: all it declares; [] none); `where` {field: value}: only the cases whose
+    dataset.json fields match. An existing, non-empty report folder is replaced
+    only with `overwrite`, so an earlier evaluation is never lost by accident."""
     from medgen.engine.evaluation import evaluate_predictions
 
     predictions = Path(predictions)
@@ -372,7 +375,8 @@ def evaluate(predictions, references=None, out=None, split: str | None = None, o
         import shutil
 
         shutil.rmtree(target)  # nothing of the replaced evaluation stays beside the new one
-    return evaluate_predictions(predictions, references, target, split=split)
+    return evaluate_predictions(predictions, references, target, split=split, baselines=baselines,
+                                where=where)
 
 
 def export(run, fmt: str = "torchscript", network: str | None = None, out=None, checkpoint: str = "best") -> list[Path]:

@@ -6,8 +6,9 @@ region is the mask the pipeline trains with, and the data range is the one the m
 reads the values back from the files `medgen infer` wrote, so it gives the numbers validation gives.
 
 Beside every score stand the pipeline's floors (`Pipeline.floors`: trivial predictions on the same cases and
-region); a model that does not beat its best floor on a metric is flagged. Every mean carries its n and a
-bootstrap interval, and fewer than SMALL_SAMPLE cases is said out loud.
+region) and its baselines (`Pipeline.baselines`, fitted on the training split: `medgen.baselines.registry`);
+a model that does not beat a floor on a metric is flagged, and each baseline gets a one-line verdict on the key
+metric. Every mean carries its n and a bootstrap interval, and fewer than SMALL_SAMPLE cases is said out loud.
 
 `evaluate_predictions` writes, per output (a cascade has one per stage): per_case.csv, summary.json (with
 the floors' summaries, the set-level metrics of `evaluate_set`, the region, data range, units, checkpoint,
@@ -73,10 +74,40 @@ def _lower_is_better(metric: str) -> bool:
     return any(w in name for w in ("mae", "mse", "nmse", "loss", "error", "hd95", "edge_l1", "bce", "kl", "bias"))
 
 
+def baseline_verdicts(model: dict, baselines: dict[str, dict], key_metric: str, mode: str) -> dict[str, str]:
+    """{baseline: one line} saying whether the model beats it on the key metric (set metric when there is one,
+    else the mean over cases), with both numbers and whether their intervals overlap."""
+    out = {}
+    mine, m_lo, m_hi = _key_value(model, key_metric)
+    for name, b in baselines.items():
+        theirs, b_lo, b_hi = _key_value(b, key_metric)
+        if mine is None or theirs is None:
+            out[name] = f"{key_metric}: not comparable (missing on the model or the baseline)"
+            continue
+        better = mine > theirs if mode == "max" else mine < theirs
+        overlap = None not in (m_lo, m_hi, b_lo, b_hi) and m_lo <= b_hi and b_lo <= m_hi
+        out[name] = (f"{key_metric} {mine:.4g} vs {theirs:.4g}: the model "
+                     f"{'beats' if better else 'does not beat'} {name}"
+                     + (" (the 95 % intervals overlap)" if overlap else ""))
+    return out
+
+
+def _key_value(summary: dict, metric: str):
+    if metric in (summary.get("set_metrics") or {}):
+        v = summary["set_metrics"][metric]
+        return v, summary["set_metrics"].get(f"{metric}_ci_low"), summary["set_metrics"].get(f"{metric}_ci_high")
+    st = (summary.get("metrics") or {}).get(metric) or {}
+    v = st.get("mean")
+    return (v if v is not None and math.isfinite(v) else None), st.get("ci_low"), st.get("ci_high")
+
+
 def evaluate_predictions(predictions: Path, references=None, out: Path | None = None, split: str | None = None,
-                         device: str = "cpu") -> dict:
+                         device: str = "cpu", baselines=None, where: dict | None = None) -> dict:
     """Score the predictions `medgen infer` wrote in `predictions` against their dataset (the one the
-    manifest records, unless `references` names another) for the split the manifest records (or `split`)."""
+    manifest records, unless `references` names another) for the split the manifest records (or `split`).
+    `baselines`: names of the pipeline's baselines to fit and score beside it (None: all it declares).
+    `where`: {field: value} keeps only the cases whose dataset.json fields match (e.g. {"domain": "B"})."""
+    from medgen.baselines.registry import fit_baselines
     from medgen.data.cases import CaseError
     from medgen.engine.commands import load_stages
     from medgen.engine.outputs import read_case_outputs
@@ -99,8 +130,12 @@ def evaluate_predictions(predictions: Path, references=None, out: Path | None = 
     groups: dict[str, dict] = {}  # output label -> {"stage", "rows", "floors": {name: rows}}
     pictures, failed = [], []
     source = stages[0].data
+    # baselines predict from the inputs alone, so the first stage (no earlier estimate to compute) fits them
+    fitted = fit_baselines(stages[0], baselines)
+    baseline_rows: dict[str, list] = {name: [] for name in fitted}
     for split_name in splits:
-        ids = [cid for cid, e in manifest["cases"].items() if e.get("status") == "ok" and e.get("split") == split_name]
+        ids = [cid for cid, e in manifest["cases"].items() if e.get("status") == "ok" and e.get("split") == split_name
+               and all(str((e.get("fields") or {}).get(k)) == str(v) for k, v in (where or {}).items())]
         for case in source.iter(split_name, skip=set(source.ids(split_name)) - set(ids)):
             if isinstance(case, CaseError):
                 failed.append(f"{case.id}: {case.error}")
@@ -119,12 +154,18 @@ def evaluate_predictions(predictions: Path, references=None, out: Path | None = 
                     group["floors"].setdefault(name, []).append({"id": case.id, **row})
                 if len(pictures) < 3 and stage.output_name in values:
                     pictures.append(_picture(save_montage, stage, values, case, out, label))
+            for name, baseline in fitted.items():
+                baseline_rows[name].append({"id": case.id, **score_case(stages[0], baseline.values(case), case)})
     if not groups:
-        raise MedgenError(f"{predictions}: no predictions of split(s) {splits} with references to evaluate "
+        splits_said = f"{splits}" + (f" with {where}" if where else "")
+        raise MedgenError(f"{predictions}: no predictions of split(s) {splits_said} with references to evaluate "
                           f"({len(failed)} case(s) could not be read)" if failed else
-                          f"{predictions}: no predictions of split(s) {splits} with references to evaluate")
+                          f"{predictions}: no predictions of split(s) {splits_said} with references to evaluate")
+    final = groups[list(groups)[-1]]
+    final["baselines"] = {name: {"rows": rows, "description": fitted[name].describe()}
+                          for name, rows in baseline_rows.items()}
     result = _write(groups, out, provenance={
-        "predictions": str(predictions), "pipeline": cls.name, "splits": splits,
+        "predictions": str(predictions), "pipeline": cls.name, "splits": splits, "where": dict(where or {}),
         "dataset": str(source.ref.path), "dataset_sha256": source.ref.sha256,
         "checkpoints": manifest.get("checkpoints", []), "unreadable_cases": failed}, pictures=pictures)
     return result
@@ -160,6 +201,11 @@ def _write(groups: dict, out: Path, provenance: dict, pictures=()) -> dict:
         summary["set_metrics"] = stage.evaluate_set(rows)
         summary["floors"] = {name: dict(_summary_of(r), set_metrics=stage.evaluate_set(r))
                              for name, r in group["floors"].items()}
+        summary["baselines"] = {name: dict(_summary_of(b["rows"]), set_metrics=stage.evaluate_set(b["rows"]),
+                                           description=b["description"])
+                                for name, b in group.get("baselines", {}).items()}
+        summary["verdicts"] = baseline_verdicts(summary, summary["baselines"], stage.key_metric,
+                                                stage.key_metric_mode)
         summary["evaluation"] = stage.describe_evaluation()
         summary.update({k: v for k, v in provenance.items() if k != "predictions"}, output=label)
         warnings = compare_to_floors(stage, summary, summary["floors"])
@@ -172,6 +218,8 @@ def _write(groups: dict, out: Path, provenance: dict, pictures=()) -> dict:
         warnings_all += [f"{label}: {w}" for w in warnings]
         lines += [f"## {label}", "", _describe(summary["evaluation"]), "",
                   comparison_table(summary, key_metric=stage.key_metric), ""]
+        lines += [f"- {name}: {b['description']}" for name, b in summary["baselines"].items()]
+        lines += [f"- verdict: {v}" for v in summary["verdicts"].values()] + [""]
         if warnings:
             lines += ["**WARNING**", "", *[f"- {w}" for w in warnings], ""]
         lines += [f"Per case ({n}):", "", format_table(rows), ""]
@@ -213,16 +261,23 @@ def _describe(evaluation: dict) -> str:
 
 
 def comparison_table(summary: dict, key_metric: str | None = None, metrics=None) -> str:
-    """One row per method (the model, then each floor): mean [95 % interval] of each metric, n, and the
-    set-level metrics (e.g. an AUC with its interval)."""
+    """One row per method (the model, each baseline, then each floor): mean [95 % interval] of each metric, n,
+    and the set-level metrics (e.g. an AUC with its interval)."""
+    methods = {MODEL: summary, **{f"baseline: {k}": v for k, v in summary.get("baselines", {}).items()},
+               **{f"floor: {k}": v for k, v in summary.get("floors", {}).items()}}
+    return methods_table(methods, key_metric, metrics)
+
+
+def methods_table(methods: dict[str, dict], key_metric: str | None = None, metrics=None) -> str:
+    """{method: summary} as one markdown table (the first method's metrics are the columns)."""
     from medgen.metrics.tables import _markdown
 
-    methods = {MODEL: summary, **{f"floor: {k}": v for k, v in summary.get("floors", {}).items()}}
-    names = list(metrics or summary.get("metrics", {}))
+    first = next(iter(methods.values()), {})
+    names = [m for m in (metrics or first.get("metrics", {})) if m in first.get("metrics", {})]
     if key_metric in names:
         names.remove(key_metric)
         names.insert(0, key_metric)
-    set_names = list(summary.get("set_metrics", {}))
+    set_names = [m for m in (metrics or first.get("set_metrics", {})) if m in first.get("set_metrics", {})]
     body = []
     for method, s in methods.items():
         cells = [method]

@@ -26,6 +26,7 @@ writing and evaluating outputs). Every name below is checked when the pipeline i
 | `evaluate_case(outputs, case)` | may | {metric: float} of one case's output values ({}) |
 | `evaluate_set(rows)` | may | metrics over all cases from their per-case rows, e.g. an AUC ({}) |
 | `floors(case)` | may | {name: output values} of trivial predictions scored beside the model ({}) |
+| `baselines` | may | names in `medgen.baselines.registry.BASELINES` fitted and scored beside the model (()) |
 | `describe_evaluation()` | may | how outputs are scored: region, data range, units ({}) |
 | `key_metric`, `key_metric_mode` | may | the validation metric that picks best.pt, "min" or "max" ("loss", "min") |
 | `preview(case, prediction)` | may | named images for the validation montage ({}) |
@@ -68,6 +69,7 @@ class Pipeline:
     output_name: ClassVar[str] = "output"
     key_metric: ClassVar[str] = "loss"
     key_metric_mode: ClassVar[str] = "min"
+    baselines: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config, device: torch.device | str = "cpu", stage: int = 1, previous: tuple = ()):
         self.config = config
@@ -257,5 +259,13 @@ def check_contract(cls) -> None:
 
         if cls.phantom not in PHANTOM_KINDS:
             problems.append(f"`phantom` {cls.phantom!r} is not an embedded dataset ({', '.join(PHANTOM_KINDS)})")
+    if not isinstance(cls.baselines, tuple):
+        problems.append(f"`baselines` must be a tuple of names, got {cls.baselines!r}")
+    else:
+        from medgen.baselines.registry import BASELINES
+
+        unknown = [b for b in cls.baselines if b not in BASELINES]
+        if unknown:
+            problems.append(f"`baselines` names unknown baselines {unknown} (known: {', '.join(sorted(BASELINES))})")
     if problems:
         raise ConfigError(f"{where} breaks the pipeline contract (medgen/pipelines/base.py): " + "; ".join(problems))

@@ -294,7 +294,7 @@ def test_an_output_folder_that_cannot_be_made_is_a_clear_error(trained, tmp_path
 
 
 def test_demo_seeds_never_share_phantoms(tmp_path):
-    from medgen.demo import write_phantoms
+    from medgen.engine.demo import write_phantoms
 
     folder = tmp_path / "head"
     write_phantom_dataset("head", folder, n_cases=2, seed=0, shape=(8, 8, 8))

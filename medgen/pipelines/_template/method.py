@@ -19,6 +19,7 @@ class TemplateTranslation(ImageToImagePipeline):
     name = "template_translation"
     description = "template: one MR contrast to another with a 3D U-Net and L1 (copy it to start a pipeline)"
     config_class = TemplateConfig
+    baselines = ("linear_regression",)  # scored beside the model by medgen evaluate (medgen.baselines.registry)
 
     def source_keys(self) -> list[str]:
         return [self.config.data.source_key]

@@ -34,6 +34,7 @@ class ExpressionVAE(Pipeline):
     name = "expression_vae"
     description = "Tybalt VAE for expression matrices: latent features, gene weights, label separability vs PCA"
     config_class = ExpressionConfig
+    baselines = ("pca",)
     spatial_dims = 0
     phantom = "expression"
     output_name = "latent"

@@ -38,6 +38,7 @@ class MRSynthesis(ImageToImagePipeline):
     name = "mr_synthesis"
     description = "Ea-GANs (cgan / gEa-GAN / dEa-GAN): edge-aware 3D cross-contrast MR synthesis, e.g. T1 -> T2"
     config_class = MRSynthesisConfig
+    baselines = ("histogram_matching", "linear_regression")
 
     def __init__(self, config, device="cpu", stage: int = 1, previous: tuple = ()):
         super().__init__(config, device, stage, previous)

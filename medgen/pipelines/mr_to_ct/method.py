@@ -31,6 +31,7 @@ class MrToCt(ImageToImagePipeline):
     name = "mr_to_ct"
     description = "MRI -> CT in HU: valid-conv FCN-GAN + gradient difference loss + auto-context (Nie et al. 2017)"
     config_class = MrToCtConfig
+    baselines = ("intensity_regression", "bulk_density")
     key_metric = "mae"  # HU inside the head mask
     key_metric_mode = "min"
 

@@ -28,6 +28,7 @@ class PetLowdose(ImageToImagePipeline):
     name = "pet_lowdose"
     description = "3D cGAN low-dose -> full-dose PET with progressive refinement (Wang et al. 2018)"
     config_class = PetLowdoseConfig
+    baselines = ("gaussian", "nlm")
 
     # ----- keys and units ---------------------------------------------------------------------------------
     @classmethod
