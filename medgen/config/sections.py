@@ -74,6 +74,11 @@ class InferConfig:
     blend: Literal["gaussian", "constant"] = "gaussian"
     stitch_on_cpu: Literal["auto", "always", "never"] = "auto"  # auto: when the volume exceeds 128^3 voxels
     output_dtype: str = "float32"
+    # physical: images in the target's own units (the stored inverse of its normalisation: PET in the input's
+    # units, CT in HU, MR on the target's intensity scale); normalised: the network's space, as trained on
+    # (`medgen infer --units normalised`; such files cannot be scored by `medgen evaluate`). Validation always
+    # scores physical units.
+    units: Literal["physical", "normalised"] = "physical"
 
     def validate(self):
         if not 0.0 <= self.overlap < 1.0:

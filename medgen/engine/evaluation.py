@@ -102,7 +102,8 @@ def _key_value(summary: dict, metric: str):
 
 
 def evaluate_predictions(predictions: Path, references=None, out: Path | None = None, split: str | None = None,
-                         device: str = "cpu", baselines=None, where: dict | None = None) -> dict:
+                         device: str = "cpu", baselines=None, where: dict | None = None,
+                         progress: bool | None = None) -> dict:
     """Score the predictions `medgen infer` wrote in `predictions` against their dataset (the one the
     manifest records, unless `references` names another) for the split the manifest records (or `split`).
     `baselines`: names of the pipeline's baselines to fit and score beside it (None: all it declares).
@@ -110,6 +111,7 @@ def evaluate_predictions(predictions: Path, references=None, out: Path | None = 
     from medgen.baselines.registry import fit_baselines
     from medgen.data.cases import CaseError
     from medgen.engine.commands import load_stages
+    from medgen.engine.logging import progress_bar
     from medgen.engine.outputs import read_case_outputs
     from medgen.engine.previews import save_montage
 
@@ -118,6 +120,9 @@ def evaluate_predictions(predictions: Path, references=None, out: Path | None = 
     if not manifest_path.exists():
         raise MedgenError(f"{predictions}: no manifest.json (write predictions with `medgen infer` first)")
     manifest = json.loads(manifest_path.read_text())
+    if manifest.get("units", "physical") != "physical":
+        raise MedgenError(f"{predictions}: the predictions are in {manifest['units']} units (medgen infer --units "
+                          f"{manifest['units']}); references are in physical units: predict again without --units")
     checkpoints = [c.get("path") for c in manifest.get("checkpoints", [])]
     if not checkpoints or not all(checkpoints):
         raise MedgenError(f"{manifest_path}: it does not record the checkpoints that made the predictions "
@@ -136,7 +141,9 @@ def evaluate_predictions(predictions: Path, references=None, out: Path | None = 
     for split_name in splits:
         ids = [cid for cid, e in manifest["cases"].items() if e.get("status") == "ok" and e.get("split") == split_name
                and all(str((e.get("fields") or {}).get(k)) == str(v) for k, v in (where or {}).items())]
+        bar = progress_bar(len(ids), f"evaluate {split_name}", progress)
         for case in source.iter(split_name, skip=set(source.ids(split_name)) - set(ids)):
+            bar.update(1)
             if isinstance(case, CaseError):
                 failed.append(f"{case.id}: {case.error}")
                 continue
@@ -148,7 +155,8 @@ def evaluate_predictions(predictions: Path, references=None, out: Path | None = 
                 if not metrics:
                     continue
                 label = next((e["output"] for e in mine if e.get("name") == stage.output_name), f"stage{k}")
-                group = groups.setdefault(label, {"stage": stage, "rows": [], "floors": {}})
+                group = groups.setdefault(label, {"stage": stage, "rows": [], "floors": {}, "units": next(
+                    (e.get("units") for e in mine if e.get("output") == label), "")})
                 group["rows"].append({"id": case.id, **metrics})
                 for name, row in floor_rows(stage, case).items():
                     group["floors"].setdefault(name, []).append({"id": case.id, **row})
@@ -156,6 +164,7 @@ def evaluate_predictions(predictions: Path, references=None, out: Path | None = 
                     pictures.append(_picture(save_montage, stage, values, case, out, label))
             for name, baseline in fitted.items():
                 baseline_rows[name].append({"id": case.id, **score_case(stages[0], baseline.values(case), case)})
+        bar.close()
     if not groups:
         splits_said = f"{splits}" + (f" with {where}" if where else "")
         raise MedgenError(f"{predictions}: no predictions of split(s) {splits_said} with references to evaluate "
@@ -207,7 +216,8 @@ def _write(groups: dict, out: Path, provenance: dict, pictures=()) -> dict:
         summary["verdicts"] = baseline_verdicts(summary, summary["baselines"], stage.key_metric,
                                                 stage.key_metric_mode)
         summary["evaluation"] = stage.describe_evaluation()
-        summary.update({k: v for k, v in provenance.items() if k != "predictions"}, output=label)
+        summary.update({k: v for k, v in provenance.items() if k != "predictions"}, output=label,
+                       units=group.get("units") or "")
         warnings = compare_to_floors(stage, summary, summary["floors"])
         n = summary["n_cases"]
         if n < SMALL_SAMPLE:
@@ -217,6 +227,7 @@ def _write(groups: dict, out: Path, provenance: dict, pictures=()) -> dict:
         summaries[label] = summary
         warnings_all += [f"{label}: {w}" for w in warnings]
         lines += [f"## {label}", "", _describe(summary["evaluation"]), "",
+                  f"Outputs and references in physical units: {summary['units'] or 'as written'}.", "",
                   comparison_table(summary, key_metric=stage.key_metric), ""]
         lines += [f"- {name}: {b['description']}" for name, b in summary["baselines"].items()]
         lines += [f"- verdict: {v}" for v in summary["verdicts"].values()] + [""]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import sys
 import time
@@ -102,10 +103,11 @@ class RunLogger:
         if "step" in cols:
             cols.remove("step")
         self._columns = ["step"] + cols
-        with open(self.csv_path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self._columns)
-            writer.writeheader()
-            writer.writerows(self.history)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=self._columns)
+        writer.writeheader()
+        writer.writerows(self.history)
+        atomic_write(self.csv_path, buffer.getvalue(), fsync=False)
 
     def plot(self, key_metric: str | None = None) -> None:
         """progress.png: training losses (left) and the validation metric (right) against step."""
@@ -151,6 +153,16 @@ class RunLogger:
         if self._tb is not None:
             self._tb.close()
         self.log_file.close()
+
+
+def progress_bar(total: int, desc: str, show: bool | None = None, enabled: bool = True):
+    """A tqdm bar over `total` items for infer / evaluate, on stderr: shown when `show`, or (None) when stderr is
+    a terminal; a disabled bar (same methods, prints nothing) otherwise."""
+    from tqdm.auto import tqdm
+
+    if show is None:
+        show = sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit="case", dynamic_ncols=True, disable=not (show and enabled))
 
 
 def _num(text: str):

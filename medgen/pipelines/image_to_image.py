@@ -69,6 +69,7 @@ class ImageToImagePipeline(Pipeline):
     mask_rule: ClassVar[str] = "the voxels where any input is above its own minimum"  # see derive_mask
     key_metric = "psnr"
     key_metric_mode = "max"
+    written_units: str = "physical"  # what `outputs` gives: "physical" or "normalised" (medgen infer --units)
 
     def __init__(self, config, device="cpu", stage: int = 1, previous: tuple = ()):
         super().__init__(config, device, stage, previous)
@@ -168,15 +169,29 @@ class ImageToImagePipeline(Pipeline):
         return self.to_source_units(case, case[self.target_key()], case.norm.get(self.target_key()))
 
     def output_units(self, case) -> str:
+        """The physical units of the output: those dataset.json declares for the target key ("units": {key:
+        unit}), else what the target's preset implies."""
+        declared = getattr(getattr(self.data, "datalist", None), "metadata", {}).get("units")
+        if isinstance(declared, dict) and declared.get(self.target_key()):
+            return str(declared[self.target_key()])
         params = self.output_params(case) or {}
         return {"pet": "source (PET units)", "ct": "HU", "mr": "source (MR units)"}.get(params.get("preset"), "source")
+
+    def normalised_units(self, case) -> str:
+        """What an output in the network's space is (infer.units=normalised)."""
+        params = self.output_params(case) or {}
+        return f"normalised ({params['preset']} preset)" if params.get("preset") else "normalised"
 
     def outputs(self, case, prediction: dict) -> dict:
         from medgen.engine.outputs import Output
 
         out = {}
+        normalised = self.written_units == "normalised"  # set by medgen infer only: validation scores physical
         for name, tensor in prediction.items():
-            if name == self.output_name:
+            if name == self.output_name and normalised:
+                out[name] = Output(self.to_source_units(case, tensor, None), "image", self.normalised_units(case),
+                                   self.target_key(), dtype=self.config.infer.output_dtype)
+            elif name == self.output_name:
                 out[name] = Output(self.to_source_units(case, tensor, self.output_params(case)), "image",
                                    self.output_units(case), self.target_key(), dtype=self.config.infer.output_dtype)
             else:
