@@ -12,7 +12,8 @@ metric. Every mean carries its n and a bootstrap interval, and fewer than SMALL_
 
 `evaluate_predictions` writes, per output (a cascade has one per stage): per_case.csv, summary.json (with
 the floors' summaries, the set-level metrics of `evaluate_set`, the region, data range, units, checkpoint,
-dataset and split), and one report.md with the comparison tables.
+dataset and split), and one report.md with the comparison tables (and report.html, the same as one page with
+the pictures in it: medgen.engine.report_html).
 """
 
 from __future__ import annotations
@@ -193,6 +194,7 @@ def _picture(save_montage, stage, values, case, out: Path, label: str) -> Path |
 
 def _write(groups: dict, out: Path, provenance: dict, pictures=()) -> dict:
     """per_case.csv + summary.json per output (eval/ for one, eval/<output>/ for several) and one report.md."""
+    from medgen.engine.report_html import write_report_html
     from medgen.metrics import format_table, write_report
     from medgen.metrics.tables import SMALL_SAMPLE
 
@@ -236,6 +238,7 @@ def _write(groups: dict, out: Path, provenance: dict, pictures=()) -> dict:
         lines += [f"Per case ({n}):", "", format_table(rows), ""]
     lines += [f"![{p.stem}]({p.name})" for p in pictures if p is not None]
     report = atomic_write(out / "report.md", "\n".join(lines) + "\n")
+    write_report_html("\n".join(lines) + "\n", out, title=f"medgen evaluation: {provenance['pipeline']}")
     final = list(groups)[-1]
     return {"summary": summaries[final], "summaries": summaries, "warnings": warnings_all,
             "table": comparison_table(summaries[final], key_metric=groups[final]["stage"].key_metric),

@@ -385,6 +385,7 @@ class Trainer:
                     case_id = getattr(case, "id", None) or "case"
                     path = contained_path(self.run_dir / "previews", f"step{step:07d}_{case_id}.png")
                     save_montage(images, path, title=f"{case_id} at step {step}")
+                    self.logger.images(step, images)
         sums = ddp.reduce_sums(sums, self.device)
         means = {k: sums[k] / sums[f"n::{k}"] for k in sums if not k.startswith("n::") and sums[f"n::{k}"] > 0}
         for net in p.networks.values():
