@@ -229,7 +229,7 @@ def _write(groups: dict, out: Path, provenance: dict, pictures=()) -> dict:
         summaries[label] = summary
         warnings_all += [f"{label}: {w}" for w in warnings]
         lines += [f"## {label}", "", _describe(summary["evaluation"]), "",
-                  f"Outputs and references in physical units: {summary['units'] or 'as written'}.", "",
+                  f"Units of the outputs and references: {summary['units'] or 'as written'} (physical).", "",
                   comparison_table(summary, key_metric=stage.key_metric), ""]
         lines += [f"- {name}: {b['description']}" for name, b in summary["baselines"].items()]
         lines += [f"- verdict: {v}" for v in summary["verdicts"].values()] + [""]

@@ -3,7 +3,7 @@ offline - the comparison tables with the model, the baselines and the floors tol
 preview montages embedded in the file (PNG data URIs), so the page can be moved, mailed or archived alone.
 
 The markdown is converted by Python-Markdown (its "tables" extension), not by hand. Raw HTML in the
-markdown is not passed through: `<` and `>` are escaped first, so a case id or a path taken from a dataset
+markdown is not passed through: `&`, `<` and `>` are escaped first, so a case id or a path taken from a dataset
 shows as text and cannot add markup or script to the page.
 """
 
@@ -22,15 +22,17 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2e
 h1 { font-size: 1.6em; border-bottom: 2px solid #ccc; padding-bottom: .2em; }
 h2 { font-size: 1.25em; margin-top: 1.8em; }
 code { background: #f2f2f4; padding: 0 .25em; border-radius: 3px; font-size: .92em; }
-table { border-collapse: collapse; margin: .6em 0 1.2em; font-size: .9em; }
-th, td { border: 1px solid #d0d0d5; padding: .25em .6em; text-align: right; white-space: nowrap; }
+table { border-collapse: collapse; margin: .6em 0 1.2em; font-size: .9em; display: block; overflow-x: auto;
+        max-width: 100%; }
+th, td { border: 1px solid #d0d0d5; padding: .25em .6em; text-align: right; }
+td:first-child { white-space: nowrap; }
 th { background: #f2f2f4; }
 td:first-child, th:first-child { text-align: left; }
 tr.model td { font-weight: 600; background: #eef6ee; }
 tr.floor td { color: #555; background: #fafafa; font-style: italic; }
 tr.baseline td { background: #f6f8fc; }
 p strong { color: #b00020; }
-img { max-width: 100%; border: 1px solid #ddd; margin: .5em 0; display: block; }
+img { max-width: 49%; border: 1px solid #ddd; margin: .5em .5% 0 0; vertical-align: top; }
 """
 
 
@@ -38,8 +40,10 @@ def markdown_to_html(text: str) -> str:
     """The body of the page: markdown with tables, raw HTML shown as text."""
     import markdown
 
-    safe = text.replace("<", "&lt;").replace(">", "&gt;")
-    body = markdown.markdown(safe, extensions=["tables"], output_format="html")
+    body = markdown.markdown(html.escape(text, quote=False), extensions=["tables"], output_format="html")
+    # Inside code spans Markdown escapes again what was escaped above: undo its second pass there.
+    body = re.sub(r"<code>(.*?)</code>", lambda m: "<code>" + m.group(1).replace("&amp;", "&") + "</code>", body,
+                  flags=re.S)
     # Mark the rows of the comparison tables, so the model stands out from the floors it must beat.
     for prefix, cls in (("model", "model"), ("floor: ", "floor"), ("baseline: ", "baseline")):
         body = re.sub(rf"<tr>(\s*)<td>{re.escape(prefix)}", rf'<tr class="{cls}">\1<td>{prefix}', body)

@@ -67,3 +67,21 @@ def test_progress_bars_show_only_when_asked_or_on_a_terminal(capsys):
     quiet.update(3)
     quiet.close()
     assert "infer test" not in capsys.readouterr().err
+
+
+def test_report_html_is_one_offline_page_with_tables_pictures_and_floors(tmp_path):
+    from medgen.engine.previews import save_montage
+    from medgen.engine.report_html import write_report_html
+
+    save_montage({"prediction": np.ones((8, 8, 8)), "reference": np.ones((8, 8, 8))}, tmp_path / "c1_output.png")
+    text = "\n".join(["# Evaluation: x", "", "- dataset: `/data/<script>alert(1)</script>`", "",
+                      "| method | psnr | n |", "|---|---|---|", "| model | 30 [29, 31] | 5 |",
+                      "| baseline: histogram | 25 | 5 |", "| floor: target_mean | 20 | 5 |", "",
+                      "**WARNING**", "", "![c1_output](c1_output.png)", "![gone](../outside.png)"])
+    page = write_report_html(text, tmp_path, title="medgen evaluation: x").read_text()
+    assert '<tr class="model">' in page and '<tr class="floor">' in page and '<tr class="baseline">' in page
+    assert "<table>" in page and "<th>psnr</th>" in page
+    assert "data:image/png;base64," in page and 'src="c1_output.png"' not in page  # the picture is in the page
+    assert 'src="../outside.png"' in page  # only files of the report's own folder are read
+    assert "<script>" not in page and "&lt;script&gt;" in page  # a name from a dataset stays text
+    assert "http://" not in page and "https://" not in page  # nothing fetched: readable offline

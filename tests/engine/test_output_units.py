@@ -88,7 +88,7 @@ def test_evaluate_reports_the_units_and_refuses_normalised_files(runs, tmp_path)
     run = runs["mr_to_ct"]
     result = evaluate(infer(run, out=tmp_path / "physical")["out"], out=tmp_path / "eval")
     assert result["summary"]["units"] == "HU"
-    assert "Outputs and references in physical units: HU." in (tmp_path / "eval" / "report.md").read_text()
+    assert "Units of the outputs and references: HU (physical)." in (tmp_path / "eval" / "report.md").read_text()
     infer(run, out=tmp_path / "normalised", units="normalised")
     with pytest.raises(MedgenError, match="normalised units .* predict again without --units"):
         evaluate(tmp_path / "normalised", out=tmp_path / "eval2")
