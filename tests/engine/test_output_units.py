@@ -104,3 +104,41 @@ def test_validation_scores_physical_units_whatever_infer_units_says(runs, head):
     stage.config.infer.units = "normalised"  # the config field chooses what infer writes, nothing else
     values = stage.output_values(case, prediction)[stage.output_name]
     assert float(np.abs(values).max()) > 100  # HU
+
+
+@pytest.mark.parametrize("name", ["mr_synthesis", "template_translation"])
+def test_a_case_without_its_target_is_written_on_the_training_targets_scale(name, runs, head, tmp_path):
+    """New data has no target to take a scale from: the output is written on the training targets' scale
+    (saved with the model), not in the network's [-1, 1]."""
+    target_key = PIPELINES[name][2]
+    meta = json.loads((head / "dataset.json").read_text())
+    for split in ("training", "validation", "test"):
+        for case in meta[split]:
+            for k, v in list(case.items()):
+                if isinstance(v, str) and v.endswith(".nii.gz"):
+                    case[k] = str(head / v)
+    for case in meta["test"]:
+        del case[target_key]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dataset.json").write_text(json.dumps(meta))
+    physical = infer(runs[name], tmp_path / "data", out=tmp_path / "physical")
+    infer(runs[name], tmp_path / "data", out=tmp_path / "normalised", units="normalised")
+    assert physical["failed"] == 0 and physical["written"] == len(meta["test"])
+    _, files_p = _written(tmp_path / "physical" / "manifest.json")
+    _, files_n = _written(tmp_path / "normalised" / "manifest.json")
+    _, _, stages, _ = load_trained(runs[name], dataset=tmp_path / "data")
+    stage = stages[-1]
+    scale = stage.target_scale()
+    assert scale and scale["preset"] == "mr" and scale["high"] > 100
+    from medgen.engine.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(runs[name] / "checkpoints" / "best.pt")["pipeline_state"]["target_params"]
+    assert saved == scale  # learnt from the training targets and saved with the model
+    for case in stage.data.load("test"):
+        assert target_key not in case.norm
+        assert files_p[case.id]["units"] == "a.u."
+        written_p = np.asarray(nib.load(files_p[case.id]["path"]).dataobj, dtype=np.float32)
+        written_n = np.asarray(nib.load(files_n[case.id]["path"]).dataobj, dtype=np.float32)
+        expected = stage.to_source_units(case, torch.from_numpy(written_n)[None], scale)[0]
+        np.testing.assert_allclose(written_p, expected, rtol=1e-5, atol=1e-3 * float(np.abs(expected).max()))
+        assert np.abs(written_p).max() > 100 > 10 * np.abs(written_n).max()
