@@ -429,7 +429,7 @@ class Trainer:
         the `train.keep_checkpoints` newest step<N>.pt. A last.pt of the step best.pt was just written at holds
         the same state (nothing runs between the two), so it becomes a second name of that file."""
         folder = self.run_dir / "checkpoints"
-        if name == "last.pt" and self._best_saved_at == step and (folder / "best.pt").exists():
+        if name == "last.pt" and self._best_saved_at == step:  # the same on every rank: no file check here
             if self.dist.is_main:
                 link_checkpoint(folder / "best.pt", folder / name, keep_previous=True)
                 self._keep_step_checkpoint(step)
