@@ -154,6 +154,9 @@ def _add_infer(sub):
     p.add_argument("--checkpoint", default="best", help="best | last (when given a run directory)")
     p.add_argument("--overwrite", action="store_true", help="replace existing prediction files")
     p.add_argument("--device", default="auto")
+    p.add_argument("--units", choices=("physical", "normalised"), default=None,
+                   help="physical: images in the target's units (PET units, HU, MR intensity); normalised: the "
+                        "network's space (default: the run's infer.units, physical)")
     p.set_defaults(func=_cmd_infer)
 
 
@@ -161,7 +164,7 @@ def _cmd_infer(args) -> int:
     from medgen.engine.commands import infer
 
     result = infer(args.run, args.dataset, split=args.split, out=args.out, checkpoint=args.checkpoint,
-                   overwrite=args.overwrite, device=args.device)
+                   overwrite=args.overwrite, device=args.device, units=args.units)
     print(f"wrote {result['written']} case(s) to {result['out']}; skipped {result['skipped']}, failed {result['failed']}")
     return 1 if result["failed"] else 0
 
@@ -286,7 +289,9 @@ def _cmd_bench(args) -> int:
         report["memory_scaling"] = memory_scaling()
         for row in report["memory_scaling"]:
             print(row)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    from medgen.files import atomic_write
+
+    atomic_write(args.out, json.dumps(report, indent=2))
     print(f"wrote {args.out}")
     return 0
 

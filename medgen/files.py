@@ -43,11 +43,13 @@ def _suffix(path: Path) -> str:
 
 
 def atomic_write(path, content: bytes | str | Callable[[Path], object], overwrite: bool = True,
-                 fsync: bool = True) -> Path:
+                 fsync: bool = True, before_replace: Callable[[], object] | None = None) -> Path:
     """Write `content` to `path` atomically (see the module docstring); returns `path`.
 
     content: bytes, str (UTF-8), or a function called with a temporary path of the same suffix that writes the
     file there. overwrite=False refuses an existing `path` (checked before and again just before the rename).
+    before_replace: called once the new content is safely on disk, just before the rename (the checkpoint
+    writer keeps the file it is about to replace as a previous copy there).
     """
     path = Path(path)
     if not overwrite and path.exists():
@@ -75,6 +77,8 @@ def atomic_write(path, content: bytes | str | Callable[[Path], object], overwrit
         os.chmod(tmp, 0o666 & ~current_umask())
         if not overwrite and path.exists():  # appeared while we were writing
             raise MedgenError(f"{path} already exists; refusing to overwrite it (pass --overwrite)")
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except OSError as exc:
         raise MedgenError(f"cannot write {path}: {exc.strerror or exc}") from None

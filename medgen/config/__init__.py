@@ -223,4 +223,6 @@ def load_config(cls, path=None, overrides=()):
 
 
 def save_config(obj, path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+    from medgen.files import atomic_write
+
+    atomic_write(path, yaml.safe_dump(to_dict(obj), sort_keys=False))

@@ -39,6 +39,9 @@ class TrainConfig:
     batch_size: int = 1
     val_every: int = 0  # steps between validations; 0: ten validations per run
     checkpoint_every: int = 0  # steps between checkpoints; 0: at every validation
+    # Checkpoints kept beside best.pt, last.pt and last.prev.pt (the copy a damaged last.pt falls back to), as
+    # checkpoints/step<N>.pt: the newest N; 0: none; -1: every one. Each costs a full checkpoint on disk.
+    keep_checkpoints: int = 0
     log_every: int = 10
     seed: int = 0
     deterministic: bool = False  # bit-exact CPU runs (used by the resume tests)
@@ -60,6 +63,8 @@ class TrainConfig:
             raise ConfigError("train.iterations must be >= 1 (or set train.epochs)")
         if self.batch_size < 1:
             raise ConfigError("train.batch_size must be >= 1")
+        if self.keep_checkpoints < -1:
+            raise ConfigError("train.keep_checkpoints must be >= 0 (how many step checkpoints to keep) or -1 (all)")
 
 
 @dataclass
@@ -69,6 +74,11 @@ class InferConfig:
     blend: Literal["gaussian", "constant"] = "gaussian"
     stitch_on_cpu: Literal["auto", "always", "never"] = "auto"  # auto: when the volume exceeds 128^3 voxels
     output_dtype: str = "float32"
+    # physical: images in the target's own units (the stored inverse of its normalisation: PET in the input's
+    # units, CT in HU, MR on the target's intensity scale); normalised: the network's space, as trained on
+    # (`medgen infer --units normalised`; such files cannot be scored by `medgen evaluate`). Validation always
+    # scores physical units.
+    units: Literal["physical", "normalised"] = "physical"
 
     def validate(self):
         if not 0.0 <= self.overlap < 1.0:

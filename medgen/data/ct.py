@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from medgen.errors import ConfigError, DataError
+from medgen.files import atomic_write
 
 
 
@@ -132,7 +133,7 @@ def write_paired_dataset(pairs: Sequence[dict], out_dir, splits: dict[str, Seque
             mask_path = out_dir / f"{cid}_mask.nii.gz"
             img = nib.Nifti1Image(head_mask_from_ct(ct, mask_threshold_hu), ct_img.affine)
             img.set_data_dtype(np.uint8)
-            nib.save(img, str(mask_path))
+            atomic_write(mask_path, lambda tmp, img=img: nib.save(img, str(tmp)), fsync=False)
             case["mask"] = mask_path.name
         cases.append(case)
     ids = [c["id"] for c in cases]
@@ -150,6 +151,4 @@ def write_paired_dataset(pairs: Sequence[dict], out_dir, splits: dict[str, Seque
     data = {"name": name, "description": "paired MR / CT (HU) written by medgen.data.ct",
             "keys": {"mr": "image", "ct": "image", "mask": "label"},
             **{s: [by_id[i] for i in splits.get(s, [])] for s in ("training", "validation", "test")}}
-    path = out_dir / "dataset.json"
-    path.write_text(json.dumps(data, indent=1))
-    return path
+    return atomic_write(out_dir / "dataset.json", json.dumps(data, indent=1))

@@ -304,10 +304,9 @@ def save_datalist(datalist: Datalist | dict, path: str | os.PathLike, overwrite:
         payload = datalist.to_dict(relative_to=path.parent)
     else:
         payload = dict(datalist)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    from medgen.files import atomic_write
+
+    return atomic_write(path, json.dumps(payload, indent=2) + "\n")
 
 
 def _pattern_regex(pattern: str) -> re.Pattern:

@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from medgen.errors import DataError, MedgenError
+from medgen.files import atomic_write
 
 GENERATOR = "medgen.data.simulate_pet"
 # The amyloid split used by the benchmark: left slab trains, a thin midline slab validates, right slab tests.
@@ -76,8 +77,7 @@ def _save(path: Path, array: np.ndarray, affine: np.ndarray, header=None) -> Non
     img.set_sform(affine, code=1)
     if header is not None:
         img.header.set_xyzt_units(*header.get_xyzt_units())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
+    atomic_write(path, lambda tmp: nib.save(img, str(tmp)), fsync=False)
 
 
 def simulate_paired_dataset(
@@ -234,8 +234,4 @@ def simulate_paired_dataset(
     for s in ("training", "validation", "test"):
         meta[s] = by_split.get(s, [])
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "dataset.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(path)
-    return path
+    return atomic_write(out_dir / "dataset.json", json.dumps(meta, indent=1))

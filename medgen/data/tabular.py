@@ -139,6 +139,8 @@ class MinMaxScaler:
 
     Parameters are stored per feature name (`to_dict` / `from_dict` for JSON and checkpoints).
     Constant features get range 1 (they map to 0). Test rows may fall outside [0, 1] unless `clip`.
+    Kept rather than scikit-learn's `MinMaxScaler`, which it equals (tests/data/test_tabular.py): a checkpoint
+    holds plain lists only (it is loaded weights-only), and a fitted scikit-learn object is not one.
     """
 
     def __init__(self, clip: bool = False):
@@ -212,10 +214,13 @@ class MinMaxScaler:
 
 
 def train_test_split_ids(ids: Sequence[Any], test_fraction: float = 0.1, seed: int = 0) -> tuple[list, list]:
-    """Seeded split of sample ids -> (train_ids, test_ids), each in the input order.
+    """Seeded split of sample ids -> (train_ids, test_ids), each in the input order: scikit-learn's
+    `train_test_split`, with the test set's size fixed here.
 
     The test set has round(n * test_fraction) ids (at least one when the fraction is > 0 and n > 1).
     """
+    from sklearn.model_selection import train_test_split
+
     if not 0.0 <= test_fraction < 1.0:
         raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction}")
     ids = list(ids)
@@ -225,7 +230,10 @@ def train_test_split_ids(ids: Sequence[Any], test_fraction: float = 0.1, seed: i
     n_test = int(round(n * test_fraction))
     if test_fraction > 0 and n > 1:
         n_test = min(max(n_test, 1), n - 1)
-    chosen = set(np.random.default_rng(seed).permutation(n)[:n_test].tolist())
+    if n_test == 0:
+        return ids, []
+    _, test_positions = train_test_split(np.arange(n), test_size=n_test, random_state=seed, shuffle=True)
+    chosen = set(test_positions.tolist())
     train = [x for i, x in enumerate(ids) if i not in chosen]
     test = [x for i, x in enumerate(ids) if i in chosen]
     return train, test

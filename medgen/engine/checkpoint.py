@@ -7,7 +7,9 @@ unpickler would import and could call) is refused, whoever made it. Everything i
 the engine moves weights to the run's device (a GPU run reloads on a CPU-only machine and vice versa).
 
 `save_checkpoint` writes to a temporary file and renames it over `last.pt`, so a kill at any moment leaves a
-whole `last.pt` (never a half-written or missing one); the copy it replaces is kept as `last.prev.pt`. Two
+whole `last.pt` (never a half-written or missing one); the copy it replaces is kept as `last.prev.pt`.
+`link_checkpoint` gives a second name to a checkpoint already written (best.pt and last.pt of one step share
+their data) and `disk_use` says what a folder of them takes on disk. Two
 checks catch damage: the SHA-256 of the whole file in `<name>.sha256` beside it, and a digest of the tensor
 data stored inside the checkpoint itself (`tensor_digest`), which still holds when the sidecar is missing.
 `load_checkpoint` verifies both and falls back to the previous copy, with a warning, when the newest file
@@ -73,31 +75,76 @@ def tensor_digest(state: dict) -> str:
 
 
 def save_checkpoint(state: dict, path, keep_previous: bool = True) -> Path:
-    """Atomically write `state` to `path`; the replaced file becomes `<stem>.prev.pt`.
+    """Atomically write `state` to `path` (through `medgen.files.atomic_write`, so with the umask's mode); with
+    `keep_previous`, the replaced file becomes `<stem>.prev.pt`.
 
     `path` exists at every instant once it has been written: the previous copy is made by a hard link (a copy
     where links are unsupported), never by moving `path` away, so a kill at any point leaves a loadable file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = dict(state, format=FORMAT, format_version=FORMAT_VERSION)
     state["tensor_digest"] = tensor_digest(state)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
+    _remove_stale_temporaries(path)
+    atomic_write(path, payload, before_replace=lambda: _before_replace(path, keep_previous))
+    atomic_write(_digest_path(path), _sha256(payload))
+    return path
+
+
+def link_checkpoint(source, path, keep_previous: bool = False) -> Path:
+    """Make `path` the same checkpoint as `source` (a hard link, so no second copy on disk; a copy where links
+    are unsupported), with its checksum, atomically; `keep_previous` as in `save_checkpoint`.
+
+    Checkpoint files are only ever replaced by a rename, never rewritten in place, so files that share their
+    data stay correct when either name is replaced later.
+    """
+    source, path = Path(source), Path(path)
+    digest = _digest_path(source).read_text().strip() if _digest_path(source).exists() else \
+        _sha256(source.read_bytes())
+    staged = path.with_name(f".{path.name}.link.tmp")
+    staged.unlink(missing_ok=True)
+    try:
+        os.link(source, staged)
+    except OSError:
+        shutil.copy2(source, staged)
+    _before_replace(path, keep_previous)
+    os.replace(staged, path)
+    atomic_write(_digest_path(path), digest)
+    return path
+
+
+def remove_checkpoint(path) -> None:
+    """Delete a checkpoint and its checksum (a name that shares its data with another keeps that one whole)."""
+    path = Path(path)
+    _digest_path(path).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+
+
+def disk_use(folder) -> dict:
+    """What the checkpoints of `folder` take on disk: {"files": names, "copies": distinct files (hard links
+    counted once), "bytes": their total size}."""
+    files = sorted(p for p in Path(folder).glob("*.pt") if p.is_file())
+    inodes = {}
+    for p in files:
+        st = p.stat()
+        inodes[(st.st_dev, st.st_ino)] = st.st_size
+    return {"files": [p.name for p in files], "copies": len(inodes), "bytes": int(sum(inodes.values()))}
+
+
+def _before_replace(path: Path, keep_previous: bool) -> None:
     if keep_previous and path.exists():
         _keep_previous(path)
     # A stale digest would make the fresh file look corrupt, so it goes first (if it did not already go with
     # the previous copy); until the new one is written, `path` is checked by the load check alone.
     _digest_path(path).unlink(missing_ok=True)
-    os.replace(tmp, path)
-    atomic_write(_digest_path(path), _sha256(payload))
-    return path
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary files a killed save of `path` left behind (each as large as a checkpoint)."""
+    for stale in path.parent.glob(f".{path.name}.*tmp*"):
+        stale.unlink(missing_ok=True)
 
 
 def _keep_previous(path: Path) -> None:

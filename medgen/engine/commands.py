@@ -14,6 +14,7 @@ from medgen.config import from_dict, load_config
 from medgen.engine import distributed as ddp
 from medgen.engine.cascade import cascade_predict, load_stage_weights, stage_dirs
 from medgen.engine.checkpoint import load_checkpoint
+from medgen.engine.logging import progress_bar
 from medgen.engine.rundir import claimed_run_dir
 from medgen.files import write_json_atomic
 from medgen.engine.trainer import Trainer, resolve_device
@@ -206,7 +207,7 @@ def _file_identity(value) -> object:
 
 
 def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "best", overwrite: bool = False,
-          device: str = "auto") -> dict:
+          device: str = "auto", units: str | None = None, progress: bool | None = None) -> dict:
     """Predict every case of a split and write the outputs in the source geometry.
 
     Isolation: a case that fails (unreadable input, wrong shape, a prediction that is not finite, a file that
@@ -217,12 +218,15 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
     medgen wrote. A file in the output folder that medgen did not write is never replaced without `overwrite`.
     Under torchrun the cases are split across ranks; each rank records its cases in its own
     `manifest.rank<r>.json`, which rank 0 merges into `manifest.json` at the end (and a rerun merges too).
+    Units: images in physical units (the target's own), or with `units="normalised"` in the network's space
+    (`infer.units` of the run's config when None); the manifest records which.
     """
     from medgen.data.cases import CaseError
     from medgen.engine.outputs import OutputFolder, write_case_outputs
 
     dist = ddp.init_distributed(device)
     cls, cfg, stages, run_dir = load_trained(run, checkpoint, device, dataset, local_rank=dist.local_rank)
+    units = _written_units(stages, units or cfg.infer.units)
     out = Path(out) if out else Path(run_dir) / "predictions"
     if dist.is_main:
         try:
@@ -234,8 +238,11 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
     model = [dict(s.checkpoint or {}, stage=s.stage) for s in stages]
     model_digest = _digest([m.get("sha256") for m in model])
     source = stages[0].data
+    if manifest["cases"] and manifest.get("units", "physical") != units:
+        raise MedgenError(f"{out} holds predictions in {manifest.get('units', 'physical')} units; write the "
+                          f"{units} ones to another --out")
     manifest.update(dataset=str(source.ref.path), dataset_sha256=source.ref.sha256, checkpoints=model,
-                    evaluation=stages[-1].describe_evaluation())
+                    evaluation=stages[-1].describe_evaluation(), units=units)
     folder = OutputFolder(out, owned=manifest.get("written", []), overwrite=overwrite)
     mine = {"pipeline": cls.name, "cases": {}}
     part_path = out / (f"manifest.rank{dist.rank}.json" if dist.enabled else "manifest.json")
@@ -265,10 +272,12 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
         todo = [cid for cid in ids if cid not in done]
         assigned = set(todo[dist.rank :: dist.world_size])
         cases = source.iter(split_name, skip=set(ids) - assigned)
+        bar = progress_bar(len(assigned), f"infer {split_name}", progress, enabled=dist.is_main)
         while True:
             try:
                 case = next(cases)
             except StopIteration:
+                bar.close()
                 break
             except Exception as exc:  # noqa: BLE001 - a loader error must not stop the other cases
                 raise MedgenError(f"reading the {split_name} split failed: {type(exc).__name__}: {exc}") from exc
@@ -299,6 +308,7 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
                 entry.update(status="failed", error=message)
                 failed += 1
             record(case_id, entry)
+            bar.update(1)
     if not dist.enabled:
         table = _values_table({**manifest["cases"], **mine["cases"]})
         if table:
@@ -309,7 +319,7 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
     ddp.barrier()
     if dist.enabled and dist.is_main:  # merge the ranks' parts into the one manifest
         merged = _read_manifest(out, cls.name)
-        merged.update(dataset=str(source.ref.path), dataset_sha256=source.ref.sha256, checkpoints=model)
+        merged.update(dataset=str(source.ref.path), dataset_sha256=source.ref.sha256, checkpoints=model, units=units)
         table = _values_table(merged["cases"])
         if table:
             folder.write_text("values.csv", table)
@@ -320,6 +330,18 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
     ddp.barrier()
     return {"out": str(out), "written": int(counts["written"]), "skipped": skipped, "failed": int(counts["failed"]),
             "manifest": str(out / "manifest.json"), "rank": dist.rank, "world_size": dist.world_size}
+
+
+def _written_units(stages, units: str) -> str:
+    """Check `units` and give it to every stage (only the image-to-image methods have a normalised space)."""
+    if units not in ("physical", "normalised"):
+        raise MedgenError(f"units must be 'physical' or 'normalised', not {units!r}")
+    if units == "normalised" and not all(hasattr(s, "normalised_units") for s in stages):
+        raise MedgenError(f"pipeline '{stages[0].name}' writes no normalised intensity images: --units normalised "
+                          "applies to the image-to-image pipelines")
+    for s in stages:
+        s.written_units = units
+    return units
 
 
 def _values_table(cases: dict) -> str:

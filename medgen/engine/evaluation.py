@@ -12,7 +12,8 @@ metric. Every mean carries its n and a bootstrap interval, and fewer than SMALL_
 
 `evaluate_predictions` writes, per output (a cascade has one per stage): per_case.csv, summary.json (with
 the floors' summaries, the set-level metrics of `evaluate_set`, the region, data range, units, checkpoint,
-dataset and split), and one report.md with the comparison tables.
+dataset and split), and one report.md with the comparison tables (and report.html, the same as one page with
+the pictures in it: medgen.engine.report_html).
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def _key_value(summary: dict, metric: str):
 
 
 def evaluate_predictions(predictions: Path, references=None, out: Path | None = None, split: str | None = None,
-                         device: str = "cpu", baselines=None, where: dict | None = None) -> dict:
+                         device: str = "cpu", baselines=None, where: dict | None = None,
+                         progress: bool | None = None) -> dict:
     """Score the predictions `medgen infer` wrote in `predictions` against their dataset (the one the
     manifest records, unless `references` names another) for the split the manifest records (or `split`).
     `baselines`: names of the pipeline's baselines to fit and score beside it (None: all it declares).
@@ -110,6 +112,7 @@ def evaluate_predictions(predictions: Path, references=None, out: Path | None = 
     from medgen.baselines.registry import fit_baselines
     from medgen.data.cases import CaseError
     from medgen.engine.commands import load_stages
+    from medgen.engine.logging import progress_bar
     from medgen.engine.outputs import read_case_outputs
     from medgen.engine.previews import save_montage
 
@@ -118,6 +121,9 @@ def evaluate_predictions(predictions: Path, references=None, out: Path | None = 
     if not manifest_path.exists():
         raise MedgenError(f"{predictions}: no manifest.json (write predictions with `medgen infer` first)")
     manifest = json.loads(manifest_path.read_text())
+    if manifest.get("units", "physical") != "physical":
+        raise MedgenError(f"{predictions}: the predictions are in {manifest['units']} units (medgen infer --units "
+                          f"{manifest['units']}); references are in physical units: predict again without --units")
     checkpoints = [c.get("path") for c in manifest.get("checkpoints", [])]
     if not checkpoints or not all(checkpoints):
         raise MedgenError(f"{manifest_path}: it does not record the checkpoints that made the predictions "
@@ -136,7 +142,9 @@ def evaluate_predictions(predictions: Path, references=None, out: Path | None = 
     for split_name in splits:
         ids = [cid for cid, e in manifest["cases"].items() if e.get("status") == "ok" and e.get("split") == split_name
                and all(str((e.get("fields") or {}).get(k)) == str(v) for k, v in (where or {}).items())]
+        bar = progress_bar(len(ids), f"evaluate {split_name}", progress)
         for case in source.iter(split_name, skip=set(source.ids(split_name)) - set(ids)):
+            bar.update(1)
             if isinstance(case, CaseError):
                 failed.append(f"{case.id}: {case.error}")
                 continue
@@ -148,7 +156,8 @@ def evaluate_predictions(predictions: Path, references=None, out: Path | None = 
                 if not metrics:
                     continue
                 label = next((e["output"] for e in mine if e.get("name") == stage.output_name), f"stage{k}")
-                group = groups.setdefault(label, {"stage": stage, "rows": [], "floors": {}})
+                group = groups.setdefault(label, {"stage": stage, "rows": [], "floors": {}, "units": next(
+                    (e.get("units") for e in mine if e.get("output") == label), "")})
                 group["rows"].append({"id": case.id, **metrics})
                 for name, row in floor_rows(stage, case).items():
                     group["floors"].setdefault(name, []).append({"id": case.id, **row})
@@ -156,6 +165,7 @@ def evaluate_predictions(predictions: Path, references=None, out: Path | None = 
                     pictures.append(_picture(save_montage, stage, values, case, out, label))
             for name, baseline in fitted.items():
                 baseline_rows[name].append({"id": case.id, **score_case(stages[0], baseline.values(case), case)})
+        bar.close()
     if not groups:
         splits_said = f"{splits}" + (f" with {where}" if where else "")
         raise MedgenError(f"{predictions}: no predictions of split(s) {splits_said} with references to evaluate "
@@ -184,6 +194,7 @@ def _picture(save_montage, stage, values, case, out: Path, label: str) -> Path |
 
 def _write(groups: dict, out: Path, provenance: dict, pictures=()) -> dict:
     """per_case.csv + summary.json per output (eval/ for one, eval/<output>/ for several) and one report.md."""
+    from medgen.engine.report_html import write_report_html
     from medgen.metrics import format_table, write_report
     from medgen.metrics.tables import SMALL_SAMPLE
 
@@ -207,7 +218,8 @@ def _write(groups: dict, out: Path, provenance: dict, pictures=()) -> dict:
         summary["verdicts"] = baseline_verdicts(summary, summary["baselines"], stage.key_metric,
                                                 stage.key_metric_mode)
         summary["evaluation"] = stage.describe_evaluation()
-        summary.update({k: v for k, v in provenance.items() if k != "predictions"}, output=label)
+        summary.update({k: v for k, v in provenance.items() if k != "predictions"}, output=label,
+                       units=group.get("units") or "")
         warnings = compare_to_floors(stage, summary, summary["floors"])
         n = summary["n_cases"]
         if n < SMALL_SAMPLE:
@@ -217,6 +229,7 @@ def _write(groups: dict, out: Path, provenance: dict, pictures=()) -> dict:
         summaries[label] = summary
         warnings_all += [f"{label}: {w}" for w in warnings]
         lines += [f"## {label}", "", _describe(summary["evaluation"]), "",
+                  f"Units of the outputs and references: {summary['units'] or 'as written'} (physical).", "",
                   comparison_table(summary, key_metric=stage.key_metric), ""]
         lines += [f"- {name}: {b['description']}" for name, b in summary["baselines"].items()]
         lines += [f"- verdict: {v}" for v in summary["verdicts"].values()] + [""]
@@ -225,6 +238,7 @@ def _write(groups: dict, out: Path, provenance: dict, pictures=()) -> dict:
         lines += [f"Per case ({n}):", "", format_table(rows), ""]
     lines += [f"![{p.stem}]({p.name})" for p in pictures if p is not None]
     report = atomic_write(out / "report.md", "\n".join(lines) + "\n")
+    write_report_html("\n".join(lines) + "\n", out, title=f"medgen evaluation: {provenance['pipeline']}")
     final = list(groups)[-1]
     return {"summary": summaries[final], "summaries": summaries, "warnings": warnings_all,
             "table": comparison_table(summaries[final], key_metric=groups[final]["stage"].key_metric),

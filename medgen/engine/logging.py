@@ -1,8 +1,10 @@
-"""What a person watching a run sees: log.txt, metrics.csv, progress.png, a progress bar, TensorBoard."""
+"""What a person watching a run sees: log.txt, metrics.csv, progress.png, a progress bar, TensorBoard (the
+scalars of metrics.csv and, at each validation, the middle slices of the preview images)."""
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import sys
 import time
@@ -45,8 +47,9 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
-        except Exception:  # tensorboard is an optional extra
+        except Exception as exc:  # noqa: BLE001 - a dependency, but a broken install must not stop training
             self._tb = None
+            self.info(f"TensorBoard logging is off: {type(exc).__name__}: {exc}")
 
     def info(self, message: str) -> None:
         if not self.enabled:
@@ -88,6 +91,17 @@ class RunLogger:
             line = f"step {step}/{self.total} {text} ({rate:.2f} step/s, eta {_duration(eta)})"
             self.info(line)
 
+    def images(self, step: int, images: dict, tag: str = "preview") -> None:
+        """TensorBoard images `<tag>/<name>` at `step`: the middle slice of each named image (input /
+        prediction / target / error), oriented and scaled as in the PNG previews."""
+        if not self.enabled or self._tb is None:
+            return
+        from medgen.engine.previews import middle_slices
+
+        for name, picture in middle_slices(images).items():
+            self._tb.add_image(f"{tag}/{name}", picture, step, dataformats="HW")
+        self._tb.flush()
+
     def _append_csv(self, row: dict) -> None:
         new_cols = [k for k in row if not self._columns or k not in self._columns]
         if self._columns is None or new_cols:
@@ -102,13 +116,15 @@ class RunLogger:
         if "step" in cols:
             cols.remove("step")
         self._columns = ["step"] + cols
-        with open(self.csv_path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self._columns)
-            writer.writeheader()
-            writer.writerows(self.history)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=self._columns)
+        writer.writeheader()
+        writer.writerows(self.history)
+        atomic_write(self.csv_path, buffer.getvalue(), fsync=False)
 
     def plot(self, key_metric: str | None = None) -> None:
-        """progress.png: training losses (left) and the validation metric (right) against step."""
+        """progress.png: one panel per loss family (`loss_families`; a log axis where its values span decades)
+        and one for the validation metric, against step."""
         if not self.enabled or not self.history:
             return
         import matplotlib
@@ -116,30 +132,30 @@ class RunLogger:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        # Losses only on the left: rates and schedule values (steps_per_s, lambda_*, alpha, beta) live in metrics.csv.
-        train_keys = sorted({k for r in self.history for k in r if k.startswith("loss")})
+        # Losses only: rates and schedule values (steps_per_s, lambda_*, alpha, beta) live in metrics.csv.
+        families = loss_families(sorted({k for r in self.history for k in r if k.startswith("loss")}))
         val_keys = sorted({k for r in self.history for k in r if k.startswith("val_")})
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for key in train_keys:
-            pts = [(r["step"], r[key]) for r in self.history if key in r and math.isfinite(r[key])]
-            if pts:
-                axes[0].plot(*zip(*pts), "o-" if len(pts) < 20 else "-", label=key, lw=1, ms=3)
-        axes[0].set_xlabel("step")
-        axes[0].set_title("training")
-        if train_keys:
-            axes[0].legend(fontsize=7)
         shown = [f"val_{key_metric}"] if key_metric and f"val_{key_metric}" in val_keys else val_keys
-        for key in shown:
-            pts = [(r["step"], r[key]) for r in self.history if key in r and math.isfinite(r[key])]
-            if pts:
-                axes[1].plot(*zip(*pts), "o-", label=key)
-        axes[1].set_xlabel("step")
-        axes[1].set_title("validation")
-        if shown:
-            axes[1].legend(fontsize=7)
-        fig.tight_layout()
+        panels = [(f"training: {family}", keys) for family, keys in families.items()] + [("validation", shown)]
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False,
+                                 layout="constrained")
+        for ax, (title, keys) in zip(axes[0], panels):
+            values = []
+            for key in keys:
+                pts = [(r["step"], r[key]) for r in self.history if key in r and math.isfinite(r[key])]
+                if pts:
+                    ax.plot(*zip(*pts), "o-" if len(pts) < 20 else "-", label=key, lw=1, ms=3)
+                    values += [v for _, v in pts]
+            if title != "validation" and spans_decades(values):
+                ax.set_yscale("log")
+                title += " (log scale)"
+            ax.set_xlabel("step")
+            ax.set_title(title, fontsize=9)
+            if keys:
+                ax.legend(fontsize=7)
         try:
-            atomic_write(self.run_dir / "progress.png", lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+            atomic_write(self.run_dir / "progress.png", lambda tmp: fig.savefig(tmp, dpi=80, format="png"),
+                         fsync=False)
         finally:
             plt.close(fig)
 
@@ -151,6 +167,38 @@ class RunLogger:
         if self._tb is not None:
             self._tb.close()
         self.log_file.close()
+
+
+def loss_families(keys) -> dict[str, list[str]]:
+    """The logged losses grouped by what they measure, so terms of different sizes get their own axis:
+    "discriminator" (loss_d*: a critic's or discriminator's own loss), "generator" (loss_g*, loss_adv*: the
+    generator's total and adversarial terms) and "terms" (reconstruction, edge, KL, segmentation ... terms)."""
+    out: dict[str, list[str]] = {}
+    for key in keys:
+        name = key[len("loss_"):] if key.startswith("loss_") else ""
+        family = ("discriminator" if name == "d" or name.startswith("d_") else
+                  "generator" if name == "g" or name.startswith(("g_", "adv")) else "terms")
+        out.setdefault(family, []).append(key)
+    return {f: out[f] for f in ("generator", "discriminator", "terms") if f in out}
+
+
+def spans_decades(values, decades: float = 1.5) -> bool:
+    """True when positive `values` span at least `decades` powers of ten (a linear axis would flatten the
+    small ones); never for values of both signs (a WGAN critic's loss)."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite or min(finite) <= 0:
+        return False
+    return math.log10(max(finite) / min(finite)) >= decades
+
+
+def progress_bar(total: int, desc: str, show: bool | None = None, enabled: bool = True):
+    """A tqdm bar over `total` items for infer / evaluate, on stderr: shown when `show`, or (None) when stderr is
+    a terminal; a disabled bar (same methods, prints nothing) otherwise."""
+    from tqdm.auto import tqdm
+
+    if show is None:
+        show = sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit="case", dynamic_ncols=True, disable=not (show and enabled))
 
 
 def _num(text: str):

@@ -17,7 +17,8 @@ import torch
 
 from medgen.config import save_config, to_dict
 from medgen.engine import distributed as ddp
-from medgen.engine.checkpoint import library_versions, load_checkpoint, save_checkpoint
+from medgen.engine.checkpoint import (disk_use, library_versions, link_checkpoint, load_checkpoint, remove_checkpoint,
+                                      save_checkpoint)
 from medgen.engine.logging import RunLogger
 from medgen.engine.previews import save_montage
 from medgen.engine.rundir import write_env_json
@@ -92,6 +93,7 @@ class Trainer:
         self.skipped_steps = 0
         self._stop_signal: int | None = None
         self._d_low_streak: dict[str, int] = {}  # logged steps in a row with a near-zero discriminator loss
+        self._best_saved_at: int | None = None  # the step best.pt was written at by this process
         pipeline._engine = self
 
     # ----- set-up -----------------------------------------------------------------------------
@@ -303,6 +305,7 @@ class Trainer:
                 if step % self.ckpt_every == 0 or step == self.total_steps:
                     self.save(step)
                     self.logger.plot(p.key_metric)
+            self._report_disk_use()
         finally:
             self._restore_signal_handlers(previous_handlers)
             self.logger.close()
@@ -350,7 +353,16 @@ class Trainer:
             "best_step": self.best_step,
             "key_metric": self.pipeline.key_metric,
             "skipped_steps": self.skipped_steps,
+            **({"checkpoint_bytes": self.checkpoint_bytes} if hasattr(self, "checkpoint_bytes") else {}),
         }
+
+    def _report_disk_use(self) -> None:
+        if not self.dist.is_main:
+            return
+        use = disk_use(self.run_dir / "checkpoints")
+        self.checkpoint_bytes = use["bytes"]
+        self.logger.info(f"checkpoints: {use['bytes'] / 1e6:.1f} MB on disk in {use['copies']} distinct file(s) "
+                         f"({', '.join(use['files'])}; train.keep_checkpoints={self.tcfg.keep_checkpoints})")
 
     # ----- validation -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -379,6 +391,7 @@ class Trainer:
                     case_id = getattr(case, "id", None) or "case"
                     path = contained_path(self.run_dir / "previews", f"step{step:07d}_{case_id}.png")
                     save_montage(images, path, title=f"{case_id} at step {step}")
+                    self.logger.images(step, images)
         sums = ddp.reduce_sums(sums, self.device)
         means = {k: sums[k] / sums[f"n::{k}"] for k in sums if not k.startswith("n::") and sums[f"n::{k}"] > 0}
         for net in p.networks.values():
@@ -418,11 +431,35 @@ class Trainer:
         }
 
     def save(self, step: int, name: str = "last.pt") -> None:
+        """best.pt (no previous copy), or last.pt (the replaced one kept as last.prev.pt for a damaged file) and
+        the `train.keep_checkpoints` newest step<N>.pt. A last.pt of the step best.pt was just written at holds
+        the same state (nothing runs between the two), so it becomes a second name of that file."""
+        folder = self.run_dir / "checkpoints"
+        if name == "last.pt" and self._best_saved_at == step:  # the same on every rank: no file check here
+            if self.dist.is_main:
+                link_checkpoint(folder / "best.pt", folder / name, keep_previous=True)
+                self._keep_step_checkpoint(step)
+            ddp.barrier()
+            return
         self.check_weights()  # identical replicas: every rank reaches the same verdict
         state = self.state(step)  # every rank joins the RNG gather
         if self.dist.is_main:
-            save_checkpoint(state, self.run_dir / "checkpoints" / name)
+            save_checkpoint(state, folder / name, keep_previous=name == "last.pt")
+            if name == "last.pt":
+                self._keep_step_checkpoint(step)
+        if name == "best.pt":
+            self._best_saved_at = step
         ddp.barrier()
+
+    def _keep_step_checkpoint(self, step: int) -> None:
+        keep = self.tcfg.keep_checkpoints
+        if keep == 0:
+            return
+        folder = self.run_dir / "checkpoints"
+        link_checkpoint(folder / "last.pt", folder / f"step{step:07d}.pt")
+        if keep > 0:
+            for old in sorted(folder.glob("step*.pt"))[:-keep]:
+                remove_checkpoint(old)
 
     def _restore(self, path: Path) -> None:
         p = self.pipeline

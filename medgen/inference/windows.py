@@ -86,11 +86,14 @@ def _starts(size: int, window: int, step: int) -> list[int]:
     return starts
 
 
-def _gaussian_weight(size, sigma_scale: float = 0.125) -> np.ndarray:
-    grids = np.meshgrid(*[np.arange(s) - (s - 1) / 2 for s in size], indexing="ij")
-    sq = sum((g / max(s * sigma_scale, 1e-3)) ** 2 for g, s in zip(grids, size))
-    w = np.exp(-0.5 * sq)
-    return np.maximum(w / w.max(), 1e-3).astype(np.float32)
+def blend_weight(size, blend: str) -> torch.Tensor:
+    """The weight of each voxel of an output window when overlaps are averaged: MONAI's
+    `compute_importance_map`, the one its `sliding_window_inference` uses, so both paths blend alike
+    ("gaussian": sigma 0.125 of the window per axis; "constant": ones)."""
+    from monai.data.utils import compute_importance_map
+
+    return compute_importance_map(tuple(int(s) for s in size), mode=blend, sigma_scale=0.125,
+                                  device="cpu").float()
 
 
 @torch.no_grad()
@@ -128,7 +131,7 @@ def valid_sliding_window(
     work = [s + e for s, e in zip(spatial, extra)]
     steps = [max(1, int(round(o * (1 - overlap)))) for o in out_size]
     corners = list(itertools.product(*[_starts(w, o, st) for w, o, st in zip(work, out_size, steps)]))
-    weight = torch.from_numpy(_gaussian_weight(out_size) if blend == "gaussian" else np.ones(out_size, np.float32))
+    weight = blend_weight(out_size, blend)
     sums: dict[str, torch.Tensor] = {}
     norm = torch.zeros(work, dtype=torch.float32)
     for i in range(0, len(corners), window_batch):

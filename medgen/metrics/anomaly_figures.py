@@ -32,15 +32,19 @@ def overlay_figure(image: np.ndarray, amap: np.ndarray, title: str = "", vmax: f
 
     vmax = vmax or float(np.percentile(amap, 99.5)) or 1.0
     h, w = image.shape
-    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4 * h / max(w, 1) + 0.4))
+    # As every medgen picture of a 2D image: shown as stored (rows down), like the training previews.
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4 * h / max(w, 1) + 1.0), layout="constrained")
     for ax in axes:
         ax.imshow(image, cmap="gray")
         ax.axis("off")
     alpha = np.clip(amap / vmax, 0, 1) * 0.8
-    axes[1].imshow(amap, cmap="jet", vmin=0, vmax=vmax, alpha=alpha)
+    shown = axes[1].imshow(amap, cmap="jet", vmin=0, vmax=vmax, alpha=alpha)
     axes[0].set_title("B-scan", fontsize=8)
     axes[1].set_title(title or "anomaly map", fontsize=8)
-    fig.tight_layout()
+    # the bar shows the map's colours opaque: the overlay fades them where the residual is low
+    bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=shown.norm, cmap=shown.cmap), ax=list(axes),
+                       location="bottom", shrink=0.6, aspect=30, label="residual (normalised B-scan units)")
+    bar.ax.tick_params(labelsize=7)
     return fig
 
 

@@ -55,14 +55,19 @@ def dice(pred: Any, ref: Any) -> float:
     """Dice = 2 |P & R| / (|P| + |R|) for binary masks (any shape).
 
     Convention: both masks empty -> 1.0 (the prediction agrees perfectly: no lesion, none predicted);
-    exactly one empty -> 0.0. MONAI's ``DiceMetric`` returns NaN when the reference is empty (which then
-    drops the case from a mean); medgen keeps such cases and scores them.
+    exactly one empty -> 0.0. MONAI's default (``ignore_empty=True``) returns NaN when the reference is empty
+    (which then drops the case from a mean); medgen keeps such cases and scores them, which is MONAI's
+    ``compute_dice(..., ignore_empty=False)``, called here (it counts in float32: 7 significant digits).
     """
+    import torch
+    from monai.metrics import compute_dice
+
     p, r = _masks(pred, ref)
-    total = int(p.sum()) + int(r.sum())
-    if total == 0:
-        return 1.0
-    return float(2.0 * np.logical_and(p, r).sum() / total)
+
+    def batch(mask: np.ndarray) -> torch.Tensor:  # MONAI's (batch, channel, *spatial) layout
+        return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+
+    return float(compute_dice(batch(p), batch(r), include_background=True, ignore_empty=False))
 
 
 def _surface(m: np.ndarray) -> np.ndarray:

@@ -69,10 +69,12 @@ class ImageToImagePipeline(Pipeline):
     mask_rule: ClassVar[str] = "the voxels where any input is above its own minimum"  # see derive_mask
     key_metric = "psnr"
     key_metric_mode = "max"
+    written_units: str = "physical"  # what `outputs` gives: "physical" or "normalised" (medgen infer --units)
 
     def __init__(self, config, device="cpu", stage: int = 1, previous: tuple = ()):
         super().__init__(config, device, stage, previous)
         self._data_range: float | None = None
+        self._target_params: dict | None = None  # the training targets' typical normalisation (target_scale)
 
     # ----- what a subclass declares -----------------------------------------------------------------------
     def source_keys(self) -> list[str]:
@@ -86,8 +88,28 @@ class ImageToImagePipeline(Pipeline):
         return list(self.config.data.patch_size)
 
     def output_params(self, case) -> dict | None:
-        """Normalisation params that map the network's output back to source units (None: none)."""
-        return case.norm.get(self.target_key())
+        """Normalisation params that map the network's output back to source units (None: none): the case's
+        own target's, else (a case without its target: new data) the training targets' (`target_scale`)."""
+        own = case.norm.get(self.target_key())
+        return own if own is not None else self.target_scale()
+
+    def target_scale(self) -> dict | None:
+        """The target's intensity scale learnt from the training split, saved with the model: the median of
+        each number of the training targets' normalisation params (e.g. the mr preset's low / high /
+        background). None when there are no training targets (the output is then written normalised, and
+        says so)."""
+        if self._target_params is None:
+            key = self.target_key()
+            try:
+                params = [c.norm[key] for c in self.data.load("training") if c.norm.get(key)]
+            except Exception:  # noqa: BLE001 - no training split to learn it from (e.g. a folder of images)
+                params = []
+            if params:
+                first = params[0]
+                self._target_params = {k: (float(np.median([float(q[k]) for q in params]))
+                                           if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                                       for k, v in first.items()}
+        return self._target_params
 
     def derive_mask(self, case) -> torch.Tensor:
         """The metric and sampling mask of a case that has none (`mask_rule`): by default the voxels where any
@@ -123,6 +145,7 @@ class ImageToImagePipeline(Pipeline):
         if not cases:
             raise DataError(self.data.datalist.source, "the training split is empty")
         self.data_range()  # fixed from the training references, before any validation
+        self.target_scale()  # saved with the model for cases without a target
         mask_key = d.mask_key if d.mask_key and d.mask_key in cases[0] else None
         mode = d.patch_sampling if (mask_key or d.patch_sampling == "uniform") else "uniform"
         sampler = PatchSampler(
@@ -168,15 +191,29 @@ class ImageToImagePipeline(Pipeline):
         return self.to_source_units(case, case[self.target_key()], case.norm.get(self.target_key()))
 
     def output_units(self, case) -> str:
+        """The physical units of the output: those dataset.json declares for the target key ("units": {key:
+        unit}), else what the target's preset implies."""
+        declared = getattr(getattr(self.data, "datalist", None), "metadata", {}).get("units")
+        if isinstance(declared, dict) and declared.get(self.target_key()):
+            return str(declared[self.target_key()])
         params = self.output_params(case) or {}
         return {"pet": "source (PET units)", "ct": "HU", "mr": "source (MR units)"}.get(params.get("preset"), "source")
+
+    def normalised_units(self, case) -> str:
+        """What an output in the network's space is (infer.units=normalised)."""
+        params = self.output_params(case) or {}
+        return f"normalised ({params['preset']} preset)" if params.get("preset") else "normalised"
 
     def outputs(self, case, prediction: dict) -> dict:
         from medgen.engine.outputs import Output
 
         out = {}
+        normalised = self.written_units == "normalised"  # set by medgen infer only: validation scores physical
         for name, tensor in prediction.items():
-            if name == self.output_name:
+            if name == self.output_name and normalised:
+                out[name] = Output(self.to_source_units(case, tensor, None), "image", self.normalised_units(case),
+                                   self.target_key(), dtype=self.config.infer.output_dtype)
+            elif name == self.output_name:
                 out[name] = Output(self.to_source_units(case, tensor, self.output_params(case)), "image",
                                    self.output_units(case), self.target_key(), dtype=self.config.infer.output_dtype)
             else:
@@ -235,11 +272,16 @@ class ImageToImagePipeline(Pipeline):
                 "data_range": self.data_range(), "data_range_rule": rule, "reference": self.target_key()}
 
     def state_dict(self) -> dict:
-        return {"data_range": self._data_range} if self._data_range is not None else {}
+        state = {"data_range": self._data_range} if self._data_range is not None else {}
+        if self._target_params is not None:
+            state["target_params"] = dict(self._target_params)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("data_range") is not None:
             self._data_range = float(state["data_range"])
+        if state.get("target_params"):
+            self._target_params = dict(state["target_params"])
 
     def preview(self, case, prediction: dict) -> dict:
         pred = prediction[self.output_name][0].float()

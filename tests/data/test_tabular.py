@@ -106,3 +106,21 @@ def test_real_tcga_parquet_shapes(shared_data):
     assert len(labels) == 1081 and labels.nunique() > 1
     top = select_features(np.log1p(load_matrix(root / "BRCA.parquet")), k=500, by="mad")
     assert top.shape == (1207, 500)
+
+
+def test_minmax_scaler_equals_scikit_learns():
+    """Kept for its plain-list parameters (weights-only checkpoints); the numbers are scikit-learn's."""
+    from sklearn.preprocessing import MinMaxScaler as SkMinMax
+
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame(rng.normal(size=(20, 4)) * [1, 10, 100, 0], columns=list("abcd"))  # "d" is constant
+    test = pd.DataFrame(rng.normal(size=(6, 4)) * [2, 10, 100, 1], columns=list("abcd"))
+    for clip in (False, True):
+        ours = MinMaxScaler(clip=clip).fit(train)
+        theirs = SkMinMax(clip=clip).fit(train.to_numpy())
+        np.testing.assert_allclose(ours.transform(test).to_numpy(), theirs.transform(test.to_numpy()), atol=1e-12)
+        restored = MinMaxScaler.from_dict(ours.to_dict())
+        np.testing.assert_allclose(restored.transform(test).to_numpy(), ours.transform(test).to_numpy())
+        if not clip:
+            np.testing.assert_allclose(restored.inverse_transform(restored.transform(test)).to_numpy(),
+                                       test.to_numpy())

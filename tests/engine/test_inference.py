@@ -57,3 +57,20 @@ def test_volume_smaller_than_window_is_padded_and_cropped_back():
     assert all(c == (16, 16, 16) for c in calls)  # the network always sees whole windows
     assert out.shape == x.shape
     torch.testing.assert_close(out, 2 * x)
+
+
+def test_valid_windows_blend_as_monai_does():
+    """The valid-convolution path weighs overlapping windows with MONAI's importance map, so with output
+    windows as large as the input ones it gives MONAI's sliding_window_inference result exactly."""
+    from medgen.inference.windows import sliding_window, valid_sliding_window
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 20, 18, 16)
+
+    def window_mean(w):  # depends on where the window lies, so the blend weights show in the result
+        return w.mean(dim=(2, 3, 4), keepdim=True).expand_as(w).clone()
+
+    for blend in ("gaussian", "constant"):
+        same = sliding_window(window_mean, x, (8, 8, 8), overlap=0.5, blend=blend)["output"]
+        valid = valid_sliding_window(window_mean, x, (8, 8, 8), (8, 8, 8), overlap=0.5, blend=blend)["output"]
+        torch.testing.assert_close(valid, same)

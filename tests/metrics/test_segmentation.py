@@ -157,3 +157,13 @@ def test_segmentation_metrics_combines():
     assert out["lesion_f1"] == 1.0
     assert out["abs_volume_error_ml"] == 0.0
     assert {"lesion_precision", "n_ref_lesions", "ref_volume_ml"} <= set(out)
+
+
+def test_dice_is_monai_with_empty_masks_kept():
+    """medgen's Dice is MONAI's compute_dice(ignore_empty=False): 2|P&R| / (|P|+|R|), and 1 for two empty masks."""
+    rng = np.random.default_rng(0)
+    for shape in ((9, 7), (6, 5, 4)):
+        p, r = rng.random(shape) > 0.5, rng.random(shape) > 0.7
+        assert dice(p, r) == pytest.approx(2 * (p & r).sum() / (p.sum() + r.sum()), rel=1e-6)
+    empty = np.zeros((4, 4), bool)
+    assert dice(empty, empty) == 1.0 and dice(empty, ~empty) == 0.0

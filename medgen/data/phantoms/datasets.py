@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from medgen.errors import MedgenError
+from medgen.files import atomic_write
 
 GENERATOR = "medgen.data.phantoms"
 PHANTOM_KINDS = {
@@ -74,20 +75,19 @@ def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     img.header.set_xyzt_units("mm", "sec")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
+    atomic_write(path, lambda tmp: nib.save(img, str(tmp)), fsync=False)
 
 
 def _save_png(path: Path, array: np.ndarray, bit_depth: int = 8, is_label: bool = False) -> None:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     if is_label:
-        Image.fromarray(array.astype(np.uint8)).save(path)
+        picture = Image.fromarray(array.astype(np.uint8))
     elif bit_depth == 16:
-        Image.fromarray(np.round(np.clip(array, 0, 1) * 65535).astype(np.uint16)).save(path)
+        picture = Image.fromarray(np.round(np.clip(array, 0, 1) * 65535).astype(np.uint16))
     else:
-        Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)).save(path)
+        picture = Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8))
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"), fsync=False)
 
 
 def _version() -> str:
@@ -100,11 +100,7 @@ def _version() -> str:
 
 
 def _write_json(out_dir: Path, meta: dict) -> Path:
-    path = out_dir / "dataset.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(path)
-    return path
+    return atomic_write(out_dir / "dataset.json", json.dumps(meta, indent=1))
 
 
 def _head_cases(out_dir: Path, n: int, seed: int, shape, opts: dict) -> tuple[list[dict], dict]:
@@ -291,7 +287,8 @@ def write_phantom_dataset(
         tables = {"expression": "expression.tsv", "labels": "labels.tsv", "programs": "programs.tsv",
                   "loadings": "loadings.tsv"}
         for key, frame in zip(tables, (e["matrix"], e["labels"], e["programs"], e["loadings"])):
-            frame.to_csv(out_dir / tables[key], sep="\t", float_format="%.6g")
+            atomic_write(out_dir / tables[key], lambda tmp, f=frame: f.to_csv(tmp, sep="\t", float_format="%.6g"),
+                         fsync=False)
         meta["keys"] = {}
         meta["tables"] = tables
         meta["simulated"] = {"phantom": True, "label_programs": {"group": ["program0", "program1"],
