@@ -106,6 +106,47 @@ def _cmd_make_dataset(args) -> int:
     return 0 if report is None or report.ok else 1
 
 
+def _add_simulate_pet(sub):
+    p = sub.add_parser(
+        "simulate-pet", help="build a low / full-dose PET dataset from full-dose images (simulated low dose)",
+        description="Write OUT/dataset.json with a simulated low dose (Poisson thinning of counts), the full dose "
+                    "and a head mask per case, split by subject or by slabs of one subject; the result passes "
+                    "check-data and trains pet_lowdose as it is. See docs/pipelines/pet_lowdose.md.")
+    p.add_argument("sources", nargs="+", metavar="SRC",
+                   help="full-dose NIfTI files (one static frame each; a dcm2niix JSON sidecar beside a file is read)")
+    p.add_argument("out", help="the dataset folder to write")
+    p.add_argument("--fraction", type=float, default=0.25, help="dose fraction of the low dose (default 0.25)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws and of a fraction split (default 0)")
+    p.add_argument("--split-by", choices=("subject", "slabs", "test"), default=None,
+                   help="subject: whole subjects per split (--split or --training/--validation/--test); slabs: ONE "
+                        "subject cut into disjoint slabs (--slabs, --axis); test: every case in test (to apply a "
+                        "trained model). Default: slabs for one source, subject for several")
+    p.add_argument("--split", default="0.6,0.2,0.2",
+                   help="training,validation,test fractions of the subjects (--split-by subject; default 0.6,0.2,0.2)")
+    for name in ("training", "validation", "test"):
+        p.add_argument(f"--{name}", default=None, metavar="IDS",
+                       help=f"comma-separated case ids for {name} (--split-by subject; instead of --split)")
+    p.add_argument("--slabs", default="0.4375,0.5625", metavar="A,B",
+                   help="cut points of the slabs along --axis: training [0,A), validation [A,B), test [B,1] "
+                        "(--split-by slabs; default 0.4375,0.5625, the benchmark's left / midline / right)")
+    p.add_argument("--axis", type=int, choices=(0, 1, 2), default=0, help="voxel axis the slabs are cut along")
+    p.add_argument("--frame-duration", type=float, default=None, metavar="S",
+                   help="frame duration in s (default: the sidecar's, else 600)")
+    p.add_argument("--decay-factor", type=float, default=None, help="decay factor (default: the sidecar's, else 1)")
+    p.add_argument("--sensitivity", type=float, default=None, help="counts per decay (sets the noise level)")
+    p.add_argument("--input-is", choices=("measured", "expected"), default="measured",
+                   help="measured: a real reconstruction (default); expected: a noise-free mean such as a template")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset this command wrote before")
+    p.add_argument("--no-check", action="store_true", help="skip check-data on the result")
+    p.set_defaults(func=_cmd_simulate_pet)
+
+
+def _cmd_simulate_pet(args) -> int:
+    from medgen.data.simulate_pet import simulate_pet_command
+
+    return simulate_pet_command(args)
+
+
 def _add_demo(sub):
     p = sub.add_parser("demo", help="write the phantom datasets, check them, and run each pipeline's quick demo")
     p.add_argument("--out", default="demo_data", help="where the phantom datasets go (default: demo_data)")
@@ -337,8 +378,8 @@ def _cmd_gpu_check(args) -> int:
     return verdict(report)
 
 
-SUBCOMMANDS = [_add_list, _add_make_dataset, _add_check_data, _add_demo, _add_train, _add_infer, _add_evaluate,
-               _add_baselines, _add_export, _add_bench, _add_gpu_check]
+SUBCOMMANDS = [_add_list, _add_make_dataset, _add_simulate_pet, _add_check_data, _add_demo, _add_train,
+               _add_infer, _add_evaluate, _add_baselines, _add_export, _add_bench, _add_gpu_check]
 
 
 def parse_with_overrides(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
