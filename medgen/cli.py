@@ -204,6 +204,8 @@ def _cmd_infer(args) -> int:
     result = infer(args.run, args.dataset, split=args.split, out=args.out, checkpoint=args.checkpoint,
                    overwrite=args.overwrite, device=args.device)
     print(f"wrote {result['written']} case(s) to {result['out']}; skipped {result['skipped']}, failed {result['failed']}")
+    for case_id, error in result.get("errors", {}).items():  # why, case by case (also in manifest.json)
+        print(f"  failed: case '{case_id}': {error}", file=sys.stderr)
     return 1 if result["failed"] else 0
 
 
