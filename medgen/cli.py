@@ -106,6 +106,47 @@ def _cmd_make_dataset(args) -> int:
     return 0 if report is None or report.ok else 1
 
 
+def _add_preprocess(sub):
+    p = sub.add_parser(
+        "preprocess", help="a resampled / cropped copy of a dataset, with derived brain masks (as the benchmarks)",
+        description="Write OUT (a new dataset folder) with every case of SRC resampled to one voxel size, optionally "
+                    "cropped to one key's nonzero box and given a derived brain mask; dataset.json keeps ids, splits "
+                    "and fields and records what was done. The benchmarks' settings: docs/benchmarks.md.")
+    p.add_argument("src", help="the dataset folder (dataset.json) to read")
+    p.add_argument("out", help="the new dataset folder to write")
+    p.add_argument("--spacing", type=float, default=None, metavar="MM", help="voxel size of the copy (default: kept)")
+    p.add_argument("--method", choices=("linear", "block"), default="linear",
+                   help="linear: trilinear / nearest for labels (default); block: whole-number block means / majority")
+    p.add_argument("--crop-to", default=None, metavar="KEY", help="crop every key to this key's box above zero")
+    p.add_argument("--margin", type=int, default=2, help="voxels kept around the crop box (default 2)")
+    p.add_argument("--brain-mask", default=None, metavar="KEY",
+                   help="add a brain mask under KEY where a case has none: the voxels above zero (skull-stripped "
+                        "scans only; a whole head is an error)")
+    p.add_argument("--mask-rule", choices=("any", "all"), default="any",
+                   help="any (default, the pipelines' rule) or all of the --mask-keys above --mask-threshold")
+    p.add_argument("--mask-threshold", type=float, default=0.0)
+    p.add_argument("--mask-keys", default=None, metavar="KEYS", help="comma-separated keys (default: every image)")
+    p.add_argument("--overwrite", action="store_true", help="replace a copy this command wrote before")
+    p.add_argument("--no-check", action="store_true", help="skip check-data on the result")
+    p.set_defaults(func=_cmd_preprocess)
+
+
+def _cmd_preprocess(args) -> int:
+    from medgen.data.check import check_dataset
+    from medgen.data.preprocess import preprocess_dataset
+
+    keys = [k.strip() for k in args.mask_keys.split(",") if k.strip()] if args.mask_keys else None
+    path = preprocess_dataset(args.src, args.out, spacing=args.spacing, method=args.method, crop_to=args.crop_to,
+                              margin=args.margin, brain_mask=args.brain_mask, mask_rule=args.mask_rule,
+                              mask_threshold=args.mask_threshold, mask_keys=keys, overwrite=args.overwrite)
+    print(f"wrote {path}")
+    if args.no_check:
+        return 0
+    report = check_dataset(path)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
 def _add_simulate_pet(sub):
     p = sub.add_parser(
         "simulate-pet", help="build a low / full-dose PET dataset from full-dose images (simulated low dose)",
@@ -380,8 +421,8 @@ def _cmd_gpu_check(args) -> int:
     return verdict(report)
 
 
-SUBCOMMANDS = [_add_list, _add_make_dataset, _add_simulate_pet, _add_check_data, _add_demo, _add_train,
-               _add_infer, _add_evaluate, _add_baselines, _add_export, _add_bench, _add_gpu_check]
+SUBCOMMANDS = [_add_list, _add_make_dataset, _add_preprocess, _add_simulate_pet, _add_check_data, _add_demo,
+               _add_train, _add_infer, _add_evaluate, _add_baselines, _add_export, _add_bench, _add_gpu_check]
 
 
 def parse_with_overrides(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
