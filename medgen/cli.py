@@ -106,6 +106,88 @@ def _cmd_make_dataset(args) -> int:
     return 0 if report is None or report.ok else 1
 
 
+def _add_preprocess(sub):
+    p = sub.add_parser(
+        "preprocess", help="a resampled / cropped copy of a dataset, with derived brain masks (as the benchmarks)",
+        description="Write OUT (a new dataset folder) with every case of SRC resampled to one voxel size, optionally "
+                    "cropped to one key's nonzero box and given a derived brain mask; dataset.json keeps ids, splits "
+                    "and fields and records what was done. The benchmarks' settings: docs/benchmarks.md.")
+    p.add_argument("src", help="the dataset folder (dataset.json) to read")
+    p.add_argument("out", help="the new dataset folder to write")
+    p.add_argument("--spacing", type=float, default=None, metavar="MM", help="voxel size of the copy (default: kept)")
+    p.add_argument("--method", choices=("linear", "block"), default="linear",
+                   help="linear: trilinear / nearest for labels (default); block: whole-number block means / majority")
+    p.add_argument("--crop-to", default=None, metavar="KEY", help="crop every key to this key's box above zero")
+    p.add_argument("--margin", type=int, default=2, help="voxels kept around the crop box (default 2)")
+    p.add_argument("--brain-mask", default=None, metavar="KEY",
+                   help="add a brain mask under KEY where a case has none: the voxels above zero (skull-stripped "
+                        "scans only; a whole head is an error)")
+    p.add_argument("--mask-rule", choices=("any", "all"), default="any",
+                   help="any (default, the pipelines' rule) or all of the --mask-keys above --mask-threshold")
+    p.add_argument("--mask-threshold", type=float, default=0.0)
+    p.add_argument("--mask-keys", default=None, metavar="KEYS", help="comma-separated keys (default: every image)")
+    p.add_argument("--overwrite", action="store_true", help="replace a copy this command wrote before")
+    p.add_argument("--no-check", action="store_true", help="skip check-data on the result")
+    p.set_defaults(func=_cmd_preprocess)
+
+
+def _cmd_preprocess(args) -> int:
+    from medgen.data.check import check_dataset
+    from medgen.data.preprocess import preprocess_dataset
+
+    keys = [k.strip() for k in args.mask_keys.split(",") if k.strip()] if args.mask_keys else None
+    path = preprocess_dataset(args.src, args.out, spacing=args.spacing, method=args.method, crop_to=args.crop_to,
+                              margin=args.margin, brain_mask=args.brain_mask, mask_rule=args.mask_rule,
+                              mask_threshold=args.mask_threshold, mask_keys=keys, overwrite=args.overwrite)
+    print(f"wrote {path}")
+    if args.no_check:
+        return 0
+    report = check_dataset(path)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _add_simulate_pet(sub):
+    p = sub.add_parser(
+        "simulate-pet", help="build a low / full-dose PET dataset from full-dose images (simulated low dose)",
+        description="Write OUT/dataset.json with a simulated low dose (Poisson thinning of counts), the full dose "
+                    "and a head mask per case, split by subject or by slabs of one subject; the result passes "
+                    "check-data and trains pet_lowdose as it is. See docs/pipelines/pet_lowdose.md.")
+    p.add_argument("sources", nargs="+", metavar="SRC",
+                   help="full-dose NIfTI files (one static frame each; a dcm2niix JSON sidecar beside a file is read)")
+    p.add_argument("out", help="the dataset folder to write")
+    p.add_argument("--fraction", type=float, default=0.25, help="dose fraction of the low dose (default 0.25)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws and of a fraction split (default 0)")
+    p.add_argument("--split-by", choices=("subject", "slabs", "test"), default=None,
+                   help="subject: whole subjects per split (--split or --training/--validation/--test); slabs: ONE "
+                        "subject cut into disjoint slabs (--slabs, --axis); test: every case in test (to apply a "
+                        "trained model). Default: slabs for one source, subject for several")
+    p.add_argument("--split", default="0.6,0.2,0.2",
+                   help="training,validation,test fractions of the subjects (--split-by subject; default 0.6,0.2,0.2)")
+    for name in ("training", "validation", "test"):
+        p.add_argument(f"--{name}", default=None, metavar="IDS",
+                       help=f"comma-separated case ids for {name} (--split-by subject; instead of --split)")
+    p.add_argument("--slabs", default="0.4375,0.5625", metavar="A,B",
+                   help="cut points of the slabs along --axis: training [0,A), validation [A,B), test [B,1] "
+                        "(--split-by slabs; default 0.4375,0.5625, the benchmark's left / midline / right)")
+    p.add_argument("--axis", type=int, choices=(0, 1, 2), default=0, help="voxel axis the slabs are cut along")
+    p.add_argument("--frame-duration", type=float, default=None, metavar="S",
+                   help="frame duration in s (default: the sidecar's, else 600)")
+    p.add_argument("--decay-factor", type=float, default=None, help="decay factor (default: the sidecar's, else 1)")
+    p.add_argument("--sensitivity", type=float, default=None, help="counts per decay (sets the noise level)")
+    p.add_argument("--input-is", choices=("measured", "expected"), default="measured",
+                   help="measured: a real reconstruction (default); expected: a noise-free mean such as a template")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset this command wrote before")
+    p.add_argument("--no-check", action="store_true", help="skip check-data on the result")
+    p.set_defaults(func=_cmd_simulate_pet)
+
+
+def _cmd_simulate_pet(args) -> int:
+    from medgen.data.simulate_pet import simulate_pet_command
+
+    return simulate_pet_command(args)
+
+
 def _add_demo(sub):
     p = sub.add_parser("demo", help="write the phantom datasets, check them, and run each pipeline's quick demo")
     p.add_argument("--out", default="demo_data", help="where the phantom datasets go (default: demo_data)")
@@ -166,6 +248,8 @@ def _cmd_infer(args) -> int:
     result = infer(args.run, args.dataset, split=args.split, out=args.out, checkpoint=args.checkpoint,
                    overwrite=args.overwrite, device=args.device, units=args.units)
     print(f"wrote {result['written']} case(s) to {result['out']}; skipped {result['skipped']}, failed {result['failed']}")
+    for case_id, error in result.get("errors", {}).items():  # why, case by case (also in manifest.json)
+        print(f"  failed: case '{case_id}': {error}", file=sys.stderr)
     return 1 if result["failed"] else 0
 
 
@@ -342,8 +426,8 @@ def _cmd_gpu_check(args) -> int:
     return verdict(report)
 
 
-SUBCOMMANDS = [_add_list, _add_make_dataset, _add_check_data, _add_demo, _add_train, _add_infer, _add_evaluate,
-               _add_baselines, _add_export, _add_bench, _add_gpu_check]
+SUBCOMMANDS = [_add_list, _add_make_dataset, _add_preprocess, _add_simulate_pet, _add_check_data, _add_demo,
+               _add_train, _add_infer, _add_evaluate, _add_baselines, _add_export, _add_bench, _add_gpu_check]
 
 
 def parse_with_overrides(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:

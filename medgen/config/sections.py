@@ -28,6 +28,9 @@ class ImageDataConfig(DataConfig):
     patch_sampling: Literal["uniform", "foreground", "lesion_balanced"] = "foreground"
     mask_key: str = "mask"  # head / brain mask: foreground sampling and the metrics' mask ("" = none)
     lesion_key: str = "lesion"  # for lesion_balanced sampling
+    # an optional label map of a region (a lesion, a tumour): image-to-image metrics are then also reported inside it
+    # (psnr_<key>) and in the mask outside it (psnr_outside_<key>), for the cases that have it ("" = none)
+    region_mask_key: str = ""
     phantom_shape: list[int] = field(default_factory=list)  # phantom volume size ([] = generator default)
 
 

@@ -12,9 +12,16 @@ and the outputs must be able to say that the low dose was simulated. Each writte
 and dataset.json records `simulated.low_dose` (method, fraction, seed, frame duration, decay factor,
 sensitivity and where each value came from: the JSON sidecar beside the image, or a default / argument).
 
-One subject only (the shared amyloid PET): `parts` cuts the volume along one axis into disjoint slabs used
-as the training, validation and test "cases" - the model is then tested on a part of the brain it never
-saw, not on a new subject; reports must say so.
+How the cases are split (`medgen simulate-pet --split-by`, `split_mode`):
+- "subject": each source image is one case; whole subjects go to training / validation / test, by explicit
+  id lists (`splits`) or by seeded fractions (`subject_splits`, `medgen.data.splitting.split_cases`);
+- "slabs": ONE subject cut along one axis into disjoint slabs used as the training, validation and test
+  "cases" (`parts`, `slab_parts`) - the model is then tested on a part of the brain it never saw, not on a
+  new subject; reports must say so;
+- "test": every case in the test split, to apply a model trained elsewhere.
+
+The written dataset passes `medgen check-data` as it is: provenance fields that name files (`source`) are
+declared as values in dataset.json's "keys", so they are not checked as images of the case.
 """
 
 from __future__ import annotations
@@ -31,6 +38,28 @@ from medgen.files import atomic_write
 GENERATOR = "medgen.data.simulate_pet"
 # The amyloid split used by the benchmark: left slab trains, a thin midline slab validates, right slab tests.
 LEFT_RIGHT_PARTS = {"training": (0.0, 0.4375), "validation": (0.4375, 0.5625), "test": (0.5625, 1.0)}
+SPLIT_MODES = ("subject", "slabs", "test")
+
+
+def slab_parts(bounds) -> dict[str, tuple[float, float]]:
+    """Two cut points "a,b" (fractions of the axis, 0 < a < b < 1) -> training [0, a), validation [a, b),
+    test [b, 1]; a == b gives no validation slab."""
+    try:
+        a, b = (float(x) for x in (bounds.split(",") if isinstance(bounds, str) else bounds))
+    except (TypeError, ValueError):
+        raise MedgenError(f"slab bounds must be two fractions 'a,b' with 0 < a <= b < 1, got {bounds!r}") from None
+    if not 0.0 < a <= b < 1.0:
+        raise MedgenError(f"slab bounds must be two fractions 'a,b' with 0 < a <= b < 1, got {bounds!r}")
+    parts = {"training": (0.0, a), "validation": (a, b), "test": (b, 1.0)}
+    return {k: v for k, v in parts.items() if v[1] > v[0]}
+
+
+def subject_splits(ids, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> dict[str, list[str]]:
+    """Whole subjects per split by seeded fractions (`medgen.data.splitting.split_cases`: every split that a
+    non-zero fraction asks for gets a subject when there are enough of them)."""
+    from medgen.data.splitting import split_cases
+
+    return split_cases(list(ids), fractions, seed=seed)
 
 
 def _sidecar_for(path: Path) -> Path | None:
@@ -86,6 +115,7 @@ def simulate_paired_dataset(
     fraction: float = 0.25,
     seed: int = 0,
     splits: Mapping[str, Sequence[str]] | None = None,
+    split_fractions: Sequence[float] | str | None = None,
     parts: Mapping[str, tuple[float, float]] | None = None,
     part_axis: int = 0,
     frame_duration_s: float | None = None,
@@ -102,8 +132,10 @@ def simulate_paired_dataset(
         fraction: dose fraction f of the simulated low dose (0.25, 0.1, 0.05 ...).
         seed: case i's draw uses numpy seed [seed, i]; recorded per case as `dose_seed`.
         splits: {split: [ids]}; default: all cases in "test" (e.g. to apply a trained model).
+        split_fractions: instead of `splits`, whole subjects split by these training / validation / test
+            fractions (seeded by `seed`, `subject_splits`).
         parts: one subject cut into slabs {split: (start, stop) fractions along `part_axis`}; needs exactly one
-            source. Use `LEFT_RIGHT_PARTS` for the benchmark's split.
+            source. Use `LEFT_RIGHT_PARTS` for the benchmark's split, `slab_parts("a,b")` for others.
         frame_duration_s / decay_factor: None reads them from the JSON sidecar beside each image
             (`<name>.json`, dcm2niix), falling back to `medgen.data.dose`'s defaults (600 s, 1.0).
         sensitivity: effective counts per decay (None: medgen.data.dose.DEFAULT_SENSITIVITY); it sets the
@@ -125,6 +157,15 @@ def simulate_paired_dataset(
         raise MedgenError("simulate_paired_dataset needs at least one full-dose image")
     if parts is not None and len(items) != 1:
         raise MedgenError(f"`parts` cuts ONE subject into slabs; got {len(items)} sources")
+    if splits is not None and split_fractions is not None:
+        raise MedgenError("give either `splits` (id lists) or `split_fractions`, not both")
+    ids = [cid for cid, _ in items]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise MedgenError(f"two sources get the same case id {dup} (ids come from the file or folder names): "
+                          "give {id: path} pairs instead")
+    if split_fractions is not None and parts is None:
+        splits = subject_splits(ids, split_fractions, seed)
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         meta_path = out_dir / "dataset.json"
@@ -221,7 +262,8 @@ def simulate_paired_dataset(
     meta = {
         "name": out_dir.name, "generator": GENERATOR,
         "description": f"full-dose PET with SIMULATED low dose (fraction {fraction})",
-        "keys": {"full_dose": "image", "low_dose": "image", "mask": "label"},
+        # `source` names the original file (provenance), not an image of the case: a value for check-data
+        "keys": {"full_dose": "image", "low_dose": "image", "mask": "label", "source": "value"},
         "units": {"full_dose": "Bq/mL", "low_dose": "Bq/mL"},
         "simulated": {"low_dose": {"simulated": True, "fraction": float(fraction), "seed": int(seed),
                                    "per_case": infos},
@@ -235,3 +277,45 @@ def simulate_paired_dataset(
         meta[s] = by_split.get(s, [])
     out_dir.mkdir(parents=True, exist_ok=True)
     return atomic_write(out_dir / "dataset.json", json.dumps(meta, indent=1))
+
+
+def simulate_pet_command(args) -> int:
+    """`medgen simulate-pet`: the dataset, one line per split, then check-data's summary (exit 1 on a problem)."""
+    from medgen.data.check import check_dataset
+
+    mode = args.split_by or ("slabs" if len(args.sources) == 1 else "subject")
+    if mode not in SPLIT_MODES:
+        raise MedgenError(f"--split-by must be one of {', '.join(SPLIT_MODES)}, got {mode!r}")
+    lists = {s: getattr(args, s) for s in ("training", "validation", "test")}
+    given = {s: [x.strip() for x in v.split(",") if x.strip()] for s, v in lists.items() if v}
+    kw = {}
+    if mode == "slabs":
+        if len(args.sources) != 1:
+            raise MedgenError(f"--split-by slabs cuts ONE subject into slabs; got {len(args.sources)} sources "
+                              "(use --split-by subject)")
+        if given:
+            raise MedgenError("--training / --validation / --test name subjects: use them with --split-by subject")
+        kw["parts"], kw["part_axis"] = slab_parts(args.slabs), args.axis
+    elif mode == "subject":
+        if given:
+            kw["splits"] = given
+        else:
+            from medgen.data.splitting import parse_fractions
+
+            kw["split_fractions"] = parse_fractions(args.split)
+    path = simulate_paired_dataset(
+        args.sources, args.out, fraction=args.fraction, seed=args.seed, frame_duration_s=args.frame_duration,
+        decay_factor=args.decay_factor, sensitivity=args.sensitivity, input_is=args.input_is,
+        overwrite=args.overwrite, **kw)
+    meta = json.loads(Path(path).read_text())
+    print(f"wrote {path} (simulated {meta['simulated']['low_dose']['fraction']:g} dose, split by {mode})")
+    for split in ("training", "validation", "test"):
+        ids = [c["id"] for c in meta.get(split, [])]
+        print(f"  {split:10s} {len(ids)} case(s): {', '.join(ids) if ids else '-'}")
+    if meta.get("split_note"):
+        print(f"  note: {meta['split_note']}")
+    if args.no_check:
+        return 0
+    report = check_dataset(path)
+    print(report.summary())
+    return 0 if report.ok else 1

@@ -3,6 +3,8 @@
 - `read_tables(path, matrix_key, labels_key)`: the tables a dataset names (dataset.json "tables": the matrix,
   an optional label table, a phantom's true "programs") with its split lists, or a bare matrix file.
 - `transform_matrix`, `label_strings`, `tcga_sample_type`: count transforms, label values, TCGA sample types.
+- `tcga_patient`, `split_overlap`: the patient of a TCGA barcode, and the groups (patients) two splits share:
+  with `data.group_by` a patient's samples stay in one split (and in one cross-validation fold).
 - `MatrixPreprocessing`: what is fitted on the training rows and saved with the model (the split's sample ids,
   the selected features, the min-max scaler); `TableSource.fit_preprocessing` fits it.
 - `TableSource`: `medgen.data.cases.CaseSource`'s interface over the matrix (split ids, what a split's
@@ -13,6 +15,8 @@ Feature selection, scaling and the seeded split themselves are in `medgen.data.t
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -25,6 +29,7 @@ from medgen.data.tabular import MinMaxScaler
 from medgen.errors import ConfigError, DataError
 
 SPLIT_NAMES = ("training", "validation", "test")
+GROUP_RULES = ("", "none", "tcga_patient")  # data.group_by values that are not a label-table column
 PROGRAMS_KEY = "programs"  # dataset.json["tables"] key of a phantom's true programme activities
 
 
@@ -35,6 +40,36 @@ def tcga_sample_type(barcode: str) -> str:
     if len(code) != 2 or not code.isdigit():
         raise DataError(None, f"sample id {barcode!r} is not a TCGA barcode (no sample-type code at 14-15)")
     return code
+
+
+def tcga_patient(barcode: str) -> str:
+    """The patient of a TCGA barcode: its first three fields, TCGA-<site>-<participant> ('-' or '.' separated,
+    as the GDC and the Bioconductor exports write them); a patient's tumour, normal and metastasis share it."""
+    parts = re.split(r"[-.]", str(barcode))
+    if len(parts) < 3 or parts[0].upper() != "TCGA" or not parts[1] or not parts[2]:
+        raise DataError(None, f"sample id {barcode!r} is not a TCGA barcode (TCGA-XX-XXXX...)")
+    return "-".join(x.upper() for x in parts[:3])
+
+
+def _is_tcga(barcode) -> bool:
+    try:
+        tcga_patient(barcode)
+    except DataError:
+        return False
+    return True
+
+
+def split_overlap(ids_a, ids_b, groups=None) -> list[str]:
+    """The groups (patients) with samples in both `ids_a` and `ids_b`. `groups` maps sample id -> group; without
+    it, each id's TCGA patient when every id is a TCGA barcode, else nothing can be told ([])."""
+    ids_a, ids_b = list(ids_a), list(ids_b)
+    if groups is None:
+        if not all(_is_tcga(i) for i in ids_a + ids_b):
+            return []
+        a, b = {tcga_patient(i) for i in ids_a}, {tcga_patient(i) for i in ids_b}
+    else:
+        a, b = {str(groups[i]) for i in ids_a}, {str(groups[i]) for i in ids_b}
+    return sorted(a & b)
 
 
 def label_strings(series) -> np.ndarray:
@@ -149,7 +184,7 @@ class TableSource(CaseSource):
         self.skipped: list[CaseError] = []
         self._cache: dict[str, list] = {}
         self._tables: MatrixTables | None = None
-        self._frame = self._labels = self._programs = None
+        self._frame = self._labels = self._programs = self._groups = None
 
     def use(self, preprocessing: MatrixPreprocessing) -> None:
         """Read cases with this fitted preprocessing from now on (restored weights bring their own)."""
@@ -179,9 +214,13 @@ class TableSource(CaseSource):
         mpath = self.matrix_path
         df = transform_matrix(load_matrix(mpath, orientation=d.orientation), d.transform, mpath)
         labels = pd.DataFrame(index=df.index)
+        group_column = d.group_by if d.group_by not in GROUP_RULES else None
         if d.labels_key in info.tables:
             lpath = info.tables[d.labels_key]
-            columns = list(d.label_columns) or [str(c) for c in read_table(lpath).columns]
+            if group_column and group_column in d.label_columns:
+                raise ConfigError(f"data.label_columns lists {group_column!r}, the column data.group_by groups by: "
+                                  "a patient id is not a label to score")
+            columns = list(d.label_columns) or [str(c) for c in read_table(lpath).columns if str(c) != group_column]
             for col in columns:
                 labels[col] = label_strings(load_labels(lpath, index=df.index, column=col))
         elif d.label_columns:
@@ -194,7 +233,33 @@ class TableSource(CaseSource):
                 raise DataError(mpath, err.problem) from None
         if PROGRAMS_KEY in info.tables:
             self._programs = load_matrix(info.tables[PROGRAMS_KEY]).reindex(df.index)
+        self._groups = self._read_groups(df.index, group_column)
         self._frame, self._labels = df, labels
+
+    def _read_groups(self, index, column):
+        """`data.group_by`: None ("none"), each TCGA barcode's patient ("tcga_patient"), or a label-table column."""
+        import pandas as pd
+
+        from medgen.data.tabular import load_labels
+
+        d, info = self.cfg, self.tables
+        if d.group_by in ("", "none"):
+            return None
+        if d.group_by == "tcga_patient":
+            bad = [str(i) for i in index if not _is_tcga(i)]
+            if bad:
+                raise DataError(self.matrix_path, f"data.group_by=tcga_patient, but {len(bad)} sample id(s) are not "
+                                                  f"TCGA barcodes (TCGA-XX-XXXX...), e.g. {', '.join(bad[:5])}")
+            return pd.Series([tcga_patient(i) for i in index], index=index, dtype=object)
+        if d.labels_key not in info.tables:
+            raise DataError(info.source, f"data.group_by={column!r} names a column of the label table, but the "
+                                         f"dataset has no tables.{d.labels_key}")
+        values = label_strings(load_labels(info.tables[d.labels_key], index=index, column=column))
+        missing = [str(i) for i, v in zip(index, values) if v == ""]
+        if missing:
+            raise DataError(info.tables[d.labels_key], f"column {column!r} (data.group_by) is empty for "
+                                                       f"{len(missing)} sample(s), e.g. {', '.join(missing[:5])}")
+        return pd.Series(values, index=index, dtype=object)
 
     @property
     def frame(self):
@@ -209,6 +274,12 @@ class TableSource(CaseSource):
         return self._labels
 
     @property
+    def groups(self):
+        """Sample id -> group (patient) under `data.group_by`, or None (every sample its own group)."""
+        self._read()
+        return self._groups
+
+    @property
     def programs(self):
         """A phantom's true programme activities (samples x programmes), or None."""
         self._read()
@@ -221,6 +292,7 @@ class TableSource(CaseSource):
 
         d, info = self.cfg, self.tables
         ids = list(self.frame.index)
+        groups = self.groups
         if info.splits:
             known = set(ids)
             for s, members in info.splits.items():
@@ -229,15 +301,45 @@ class TableSource(CaseSource):
                     raise DataError(info.source, f"{len(missing)} '{s}' sample id(s) are not rows of the matrix, "
                                                  f"e.g. {', '.join(missing[:3])}")
             splits = {s: list(info.splits.get(s, [])) for s in SPLIT_NAMES}
-        else:
+            if groups is not None:
+                for a, b in (("training", "test"), ("training", "validation"), ("validation", "test")):
+                    shared = split_overlap(splits[a], splits[b], groups)
+                    if shared:
+                        raise DataError(info.source, f"the listed splits put {len(shared)} group(s) of "
+                                                     f"data.group_by={d.group_by!r} in both {a} and {b}: "
+                                                     f"{', '.join(shared)}")
+        elif groups is None:
             train, test = train_test_split_ids(ids, d.test_fraction, d.split_seed)
             splits = {"training": train, "validation": [], "test": test}
+        else:
+            splits = self._grouped_split(ids, (1.0 - d.test_fraction, 0.0, d.test_fraction), d.split_seed)
         if not splits["validation"] and d.val_fraction > 0:
-            train, val = train_test_split_ids(splits["training"], d.val_fraction, d.split_seed + 1)
+            if groups is None:
+                train, val = train_test_split_ids(splits["training"], d.val_fraction, d.split_seed + 1)
+            else:
+                part = self._grouped_split(splits["training"], (1.0 - d.val_fraction, d.val_fraction, 0.0),
+                                           d.split_seed + 1)
+                train, val = part["training"], part["validation"]
             splits["training"], splits["validation"] = train, val
+        if groups is None:
+            shared = split_overlap(splits["training"], splits["test"])
+            if shared:
+                n_test = len({tcga_patient(i) for i in splits["test"]})
+                warnings.warn(f"{len(shared)} of the {n_test} test patients also have a sample in training (TCGA "
+                              f"barcodes of one patient: {', '.join(shared[:5])}{' ...' if len(shared) > 5 else ''})"
+                              ": set data.group_by=tcga_patient to keep each patient in one split", stacklevel=2)
         if len(splits["training"]) < 2:
             raise DataError(info.source, f"the training split has {len(splits['training'])} sample(s); need >= 2")
         return splits
+
+    def _grouped_split(self, ids, fractions, seed: int) -> dict[str, list[str]]:
+        """Whole groups per split (`medgen.data.splitting.split_cases`), each split in the matrix's row order."""
+        from medgen.data.splitting import split_cases
+
+        groups = self.groups
+        got = split_cases(ids, fractions, seed=seed, groups={i: groups[i] for i in ids})
+        order = {i: k for k, i in enumerate(ids)}
+        return {s: sorted(got.get(s, []), key=order.__getitem__) for s in SPLIT_NAMES}
 
     def fit_preprocessing(self) -> MatrixPreprocessing:
         """Split, then select the `data.n_features` most variable features and fit the scaler, on the training
@@ -300,6 +402,8 @@ class TableSource(CaseSource):
     def case(self, split: str, ids) -> Case:
         ids = list(ids)
         fields = {"samples": ids, "labels": self.labels.loc[ids], "features": list(self._fitted().features)}
+        if self.groups is not None:
+            fields["groups"] = [str(g) for g in self.groups.loc[ids]]
         if self.programs is not None:
             fields["programs"] = self.programs.loc[ids]
         return Case(id=split, split=split, arrays={"x": torch.from_numpy(self.matrix(ids))},

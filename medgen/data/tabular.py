@@ -74,11 +74,23 @@ def load_matrix(path: str | os.PathLike, orientation: str = "samples_x_features"
     if not np.isfinite(df.to_numpy()[~np.isnan(df.to_numpy())]).all():
         raise DataError(path, "matrix has infinite values")
     if df.index.has_duplicates:
-        dup = df.index[df.index.duplicated()].unique()[:5]
-        raise DataError(path, f"duplicate sample ids: {', '.join(map(str, dup))}")
+        raise DataError(path, duplicate_ids_message(df.index))
     df.index = df.index.map(str)
     df.columns = df.columns.map(str)
     return df
+
+
+def duplicate_ids_message(index) -> str:
+    """Every sample id that names more than one row, with its count, and what to do about it."""
+    import pandas as pd
+
+    counts = pd.Series(index.map(str)).value_counts()
+    dup = counts[counts > 1].sort_index()
+    listed = ", ".join(f"{i} (x{n})" for i, n in dup.items())
+    return (f"{len(dup)} sample id(s) name more than one row ({int(dup.sum())} rows in all): {listed}. Each row "
+            "needs its own id: index the matrix by sample (e.g. the full TCGA sample barcode, "
+            "TCGA-XX-XXXX-01A-...), and keep a patient's samples in one split with data.group_by "
+            "(tcga_patient, or a label-table column naming the patient)")
 
 
 def load_labels(path: str | os.PathLike, index: Iterable[str] | None = None, column: str | None = None):

@@ -328,8 +328,10 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
         for part in out.glob("manifest.rank*.json"):
             part.unlink()
     ddp.barrier()
+    errors = {cid: e.get("error", "") for cid, e in mine["cases"].items() if e.get("status") == "failed"}
     return {"out": str(out), "written": int(counts["written"]), "skipped": skipped, "failed": int(counts["failed"]),
-            "manifest": str(out / "manifest.json"), "rank": dist.rank, "world_size": dist.world_size}
+            "errors": errors, "manifest": str(out / "manifest.json"), "rank": dist.rank,
+            "world_size": dist.world_size}
 
 
 def _written_units(stages, units: str) -> str:

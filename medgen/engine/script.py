@@ -8,6 +8,7 @@ The same flags for every pipeline; the work is `medgen train`, `medgen infer` an
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -35,8 +36,23 @@ def run_script(pipeline: str, argv=None, description: str | None = None) -> int:
     run = Path(cfg.output.root) / pipeline / cfg.output.name if cfg.output.name else _newest_run(cfg, pipeline)
     rc = cli_main(["infer", str(run), "--split", args.split])
     predictions = run / "predictions"
+    if rc and not _any_written(predictions):  # nothing to score: the infer errors above say why
+        print(f"pipelines/{pipeline}.py: no case of the {args.split} split was predicted; not evaluating",
+              file=sys.stderr)
+        return rc
     evaluate = ["evaluate", str(predictions), "--split", args.split] + (["--overwrite"] if args.resume else [])
     return max(rc, cli_main(evaluate))
+
+
+def _any_written(predictions: Path) -> bool:
+    """Whether the predictions' manifest holds a case predicted without error."""
+    import json
+
+    try:
+        cases = json.loads((predictions / "manifest.json").read_text()).get("cases", {})
+    except (OSError, ValueError):
+        return False
+    return any(e.get("status") == "ok" for e in cases.values())
 
 
 def _newest_run(cfg, pipeline: str) -> Path:

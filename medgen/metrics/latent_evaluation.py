@@ -36,6 +36,27 @@ def evaluate_run(run, split: str = "test", out=None, overwrite: bool = False, ch
     return evaluate_latent_space(stages[-1], run_dir, split=split, out=out, overwrite=overwrite, tsne=tsne)
 
 
+def _patients(cases: dict, split: str) -> dict:
+    """Groups (patients) per split and how many of the held-out split's also have a training sample (0 when
+    data.group_by keeps them apart; for TCGA barcodes counted by patient even without it: the leak)."""
+    from medgen.data.table_source import split_overlap, tcga_patient
+    from medgen.errors import DataError
+
+    train, held = cases["training"], cases[split]
+    groups = None
+    if train.get("groups") is not None:
+        groups = dict(zip(train["samples"] + held["samples"], train["groups"] + held["groups"]))
+    shared = split_overlap(train["samples"], held["samples"], groups)
+    out = {"held_out_in_training": len(shared)}
+    try:
+        for name, c in (("training", train), (split, held)):
+            out[name] = len(set(c["groups"])) if c.get("groups") is not None else len(
+                {tcga_patient(i) for i in c["samples"]})
+    except DataError:  # ids that are not TCGA barcodes and no groups: no patient count to give
+        pass
+    return out
+
+
 def evaluate_latent_space(p, run_dir, split: str = "test", out=None, overwrite: bool = False,
                           tsne: bool = True) -> dict:
     """All metrics of a trained expression_vae pipeline `p` (model vs PCA of the same size vs training mean).
@@ -97,6 +118,8 @@ def evaluate_latent_space(p, run_dir, split: str = "test", out=None, overwrite: 
     z_all = np.concatenate([latent[s] for s in order])
     pc_all = np.concatenate([scores[s] for s in order])
     labels_all = pd.concat([cases[s]["labels"] for s in order])
+    grouped = all(cases[s].get("groups") is not None for s in order)
+    groups_all = [g for s in order for g in cases[s]["groups"]] if grouped else None
     ids_all = [i for s in order for i in cases[s]["samples"]]
     label_rows, assoc = [], []
     names = [f"{p.latent_prefix}{i}" for i in range(k)]
@@ -106,7 +129,7 @@ def evaluate_latent_space(p, run_dir, split: str = "test", out=None, overwrite: 
         row = {"label": col, "n": int(len(y)), "classes": int(len(np.unique(y)))}
         for tag, feats, tr, te in (("latent", z_all, latent["training"], latent[split]),
                                    ("pca", pc_all, scores["training"], scores[split])):
-            row[f"auroc_{tag}"] = label_auroc_cv(feats, y, ev.cv_folds, seed, ev.min_class_size)
+            row[f"auroc_{tag}"] = label_auroc_cv(feats, y, ev.cv_folds, seed, ev.min_class_size, groups=groups_all)
             row[f"auroc_heldout_{tag}"] = label_auroc_heldout(tr, y_tr, te, y_te, seed, ev.min_class_size)
         row["auroc_diff"] = row["auroc_latent"] - row["auroc_pca"]
         df = association_tests(z_all, y, names, col, ev.min_class_size, ev.fdr)
@@ -121,6 +144,7 @@ def evaluate_latent_space(p, run_dir, split: str = "test", out=None, overwrite: 
                "n_samples": {s: len(c["samples"]) for s, c in cases.items()},
                "n_features": int(test_x.shape[1]), "latent_dim": int(k), "active_units": active_units(raw["training"]),
                "latent_rotation": cfg.model.latent_rotation,
+               "group_by": cfg.data.group_by, "patients": _patients(cases, split),
                "reconstruction": recon_rows, "labels": label_rows, "label_samples": ev.label_samples}
     _write_table(pd.DataFrame(recon_rows), out / "reconstruction.csv", overwrite)
     if label_rows:

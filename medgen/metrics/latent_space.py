@@ -2,7 +2,7 @@
 
 - reconstruction of held-out rows: mean BCE per value and MSE;
 - label recovery: cross-validated logistic-regression AUROC from latent features (or any features: PCA scores
-  are scored the same way), and a held-out AUROC (fit on the training samples, scored on the test samples);
+  are scored the same way; folds grouped by patient when groups are given), and a held-out AUROC (fit on the training samples, scored on the test samples);
 - per-feature association with a label (Mann-Whitney U for two classes, Kruskal-Wallis for more) with
   Benjamini-Hochberg FDR: how the paper found its sex and metastasis features;
 - true-programme recovery (phantoms): each programme's best |Pearson r| with one latent feature, and the r of
@@ -61,20 +61,33 @@ def _classifier(seed: int):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
 
 
-def label_auroc_cv(features: np.ndarray, y, folds: int = 5, seed: int = 0, min_class_size: int = 5) -> float:
-    """Stratified k-fold cross-validated logistic-regression AUROC (one-vs-rest macro for > 2 classes)."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+def label_auroc_cv(features: np.ndarray, y, folds: int = 5, seed: int = 0, min_class_size: int = 5,
+                   groups=None) -> float:
+    """Stratified k-fold cross-validated logistic-regression AUROC (one-vs-rest macro for > 2 classes).
+
+    groups: one group (patient) per sample; a group's samples then stay in one fold (scikit-learn's
+    StratifiedGroupKFold), so a patient's tumour never helps to predict the same patient's normal sample.
+    The folds are at most the fewest groups any class has."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 
     got = _usable(y, min_class_size)
     if got is None:
         return float("nan")
     mask, yy = got
     classes, counts = np.unique(yy, return_counts=True)
-    k = int(min(folds, counts.min()))
+    if groups is None:
+        k = int(min(folds, counts.min()))
+        if k < 2:
+            return float("nan")
+        cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        proba = cross_val_predict(_classifier(seed), features[mask], yy, cv=cv, method="predict_proba")
+        return _auroc(yy, proba, classes)
+    g = np.asarray([str(v) for v in groups], dtype=object)[mask]
+    k = int(min(folds, min(len(set(g[yy == c])) for c in classes)))
     if k < 2:
         return float("nan")
-    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    proba = cross_val_predict(_classifier(seed), features[mask], yy, cv=cv, method="predict_proba")
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    proba = cross_val_predict(_classifier(seed), features[mask], yy, cv=cv, groups=g, method="predict_proba")
     return _auroc(yy, proba, classes)
 
 

@@ -10,7 +10,10 @@ back to source units), `to_source_units`, `derive_mask` and `data_range_rule`.
 How outputs are scored (docs/metrics.md): against the reference file's own values, inside the mask the method
 trains with (the dataset's `data.mask_key`, or one derived as `derive_mask` documents), with ONE data range
 for every case of a dataset (the 0.5th-99.5th percentile span of the training references inside their masks,
-unless the method fixes a physical range), never each case's own.
+unless the method fixes a physical range), never each case's own. With `data.region_mask_key` (a lesion or
+tumour label map in the dataset) the same metrics are also reported inside that region (`psnr_<key>` ...) and
+in the mask outside it (`psnr_outside_<key>` ...), so a method that gets the brain right and the lesion wrong
+shows it.
 """
 
 from __future__ import annotations
@@ -129,6 +132,24 @@ class ImageToImagePipeline(Pipeline):
             if not bool(mask.any()):
                 raise DataError(case.reference_path, f"case {case.id!r}: no foreground voxels to derive a mask from")
             case[key] = mask
+        region = self.config.data.region_mask_key
+        if region and region not in case.arrays and isinstance(case.fields.get(region), str):
+            case = self._read_region(case, region)
+        return case
+
+    def _read_region(self, case, key: str):
+        """The evaluation region's label map (any label > 0), read on the case's grid (checked like its other files);
+        it is not a network input and needs no normalisation."""
+        from medgen.data.cases import check_same_grid
+        from medgen.data.io import load_header, load_image
+
+        ref_key = next(iter(case.paths))
+        path = case.fields.pop(key)
+        check_same_grid({ref_key: load_header(case.paths[ref_key]), key: load_header(path)}, case.id)
+        region = np.asarray(load_image(path), dtype=np.float32)
+        sd = self.spatial_dims
+        case.arrays[key] = torch.from_numpy((region.reshape((1, *region.shape[-sd:])) > 0).astype(np.float32))
+        case.paths[key] = path
         return case
 
     def network_keys(self) -> list[str]:
@@ -248,7 +269,18 @@ class ImageToImagePipeline(Pipeline):
         if ref is None:
             return {}
         pred = np.asarray(outputs[self.output_name], dtype=np.float32)[0]
-        return image_metrics(pred, ref, data_range=self.data_range(), mask=self.metric_mask(case))
+        mask = self.metric_mask(case)
+        out = image_metrics(pred, ref, data_range=self.data_range(), mask=mask)
+        key = self.config.data.region_mask_key
+        if key and key in case.arrays:
+            region = case[key].numpy()[0] > 0
+            inside = region if mask is None else region & mask
+            outside = ~region if mask is None else mask & ~region
+            for name, part in ((key, inside), (f"outside_{key}", outside)):
+                if part.any():
+                    scores = image_metrics(pred, ref, data_range=self.data_range(), mask=part)
+                    out.update({f"{m}_{name}": v for m, v in scores.items()})
+        return out
 
     def floors(self, case) -> dict:
         """Trivial predictions scored beside the model: the reference's own mean inside the mask (the best
@@ -267,9 +299,14 @@ class ImageToImagePipeline(Pipeline):
     def describe_evaluation(self) -> dict:
         _, rule = self.data_range_rule()
         key = self.config.data.mask_key
-        return {"region": f"mask '{key}' (given by the dataset, or derived: {self.mask_rule})" if key
-                else "the whole volume (data.mask_key is empty)",
-                "data_range": self.data_range(), "data_range_rule": rule, "reference": self.target_key()}
+        out = {"region": f"mask '{key}' (given by the dataset, or derived: {self.mask_rule})" if key
+               else "the whole volume (data.mask_key is empty)",
+               "data_range": self.data_range(), "data_range_rule": rule, "reference": self.target_key()}
+        region = self.config.data.region_mask_key
+        if region:
+            out["region_metrics"] = (f"also inside '{region}' (<metric>_{region}) and in the mask outside it "
+                                     f"(<metric>_outside_{region}), for the cases that have it")
+        return out
 
     def state_dict(self) -> dict:
         state = {"data_range": self._data_range} if self._data_range is not None else {}

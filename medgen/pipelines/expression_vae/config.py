@@ -22,6 +22,9 @@ class ExpressionDataConfig(DataConfig):
     test_fraction: float = 0.1  # paper: random 10 % test split (when dataset.json lists no splits)
     val_fraction: float = 0.0  # ours: validation carved from training when dataset.json has none (0: none)
     split_seed: int = 0  # ours: a fixed seed, the split saved with the run (the reference's was not)
+    # ours: a patient's samples in one split and one CV fold: "none", "tcga_patient" (a TCGA barcode's first three
+    # fields, shared by a patient's tumour, normal and metastasis samples) or a column of the label table
+    group_by: str = "none"
     sample_type_from_barcode: bool = False  # ours: add label "sample_type" from TCGA barcode characters 14-15
 
     def validate(self):

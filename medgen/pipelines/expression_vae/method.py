@@ -78,8 +78,13 @@ class ExpressionVAE(Pipeline):
 
     def preprocessing_record(self) -> dict:
         fitted = self.prepare()
-        return dict(self.state_dict(), dataset=str(self.data.tables.source), n_features=len(fitted.features),
-                    split_seed=self.config.data.split_seed, sizes={k: len(v) for k, v in fitted.splits.items()})
+        groups = self.data.groups
+        record = dict(self.state_dict(), dataset=str(self.data.tables.source), n_features=len(fitted.features),
+                      split_seed=self.config.data.split_seed, sizes={k: len(v) for k, v in fitted.splits.items()},
+                      group_by=self.config.data.group_by)
+        if groups is not None:
+            record["groups"] = {k: len({groups[i] for i in v}) for k, v in fitted.splits.items()}
+        return record
 
     @property
     def n_features(self) -> int:
@@ -195,7 +200,7 @@ class ExpressionVAE(Pipeline):
             z = np.asarray(latent, dtype=np.float64)
             for column in labels.columns:
                 auc = label_auroc_cv(z, labels[column].to_numpy(), folds=ev.cv_folds, seed=self.config.train.seed,
-                                     min_class_size=ev.min_class_size)
+                                     min_class_size=ev.min_class_size, groups=case.get("groups"))
                 if np.isfinite(auc):
                     scores[f"auroc_{column}"] = float(auc)
         return scores

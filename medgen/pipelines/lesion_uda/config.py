@@ -22,7 +22,9 @@ class LesionUDADataConfig(ImageDataConfig):
     patch_size: list[int] = field(default_factory=lambda: [32, 32, 32])  # ours: U-Net training patch (DeepMedic's context patch follows model.output_size)
     patch_sampling: Literal["uniform", "foreground", "lesion_balanced"] = "lesion_balanced"  # DeepMedic: half the segments centred on lesion
     pos_fraction: float = 0.5  # DeepMedic default: 50 % lesion-centred segments
-    mask_key: str = "brain_mask"  # ours: brain mask (DeepMedic's ROI mask): sampling, normalisation, inference region
+    # ours: brain mask (DeepMedic's ROI mask): sampling, normalisation, inference region; a case without one gets it
+    # derived when skull-stripped (medgen.data.brain_mask), else a clear error; "" = the whole volume (warned)
+    mask_key: str = "brain_mask"
     intensity: Literal["zscore", "robust"] = "zscore"  # DeepMedic: z-score inside the ROI mask; "robust": medgen's "mr" preset (0.5-99.5th percentiles -> [-1, 1], clipped)
     lesion_key: str = "lesion"  # dataset key of the lesion label map
     domain_key: str = "domain"  # per-case field naming the domain (paper: source / target domains)

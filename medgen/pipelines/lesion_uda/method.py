@@ -10,9 +10,17 @@ ramped up. Modes: `source_only`, `uda` (multi-layer D), `uda_last_layer` (D on t
 validation cases outside `target_supervised`, so they never reach training or model selection. Inference is
 dense over whole volumes; lesion masks are written in the source geometry (uint8, manifest kind "label", so
 `medgen evaluate` reports Dice, HD95, lesion F1, volume error).
+
+Real scans: a case without a brain mask gets one derived (`medgen.data.brain_mask`, the rule mr_synthesis
+uses), and is then z-scored inside it; a scan that is not skull-stripped is refused with the reason, since the
+derived region would be the whole head. Before training, every case of every split is checked for the network's
+sequences and a usable domain, so a scan that cannot be segmented is named before hours of training, not after.
+A test case may come from a third domain (or name none: "unspecified"); it is recorded as such, not as the target.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
@@ -25,6 +33,9 @@ from medgen.networks.batchnorm import bn_running_stats
 from medgen.pipelines.base import Pipeline
 from medgen.pipelines.lesion_uda.config import LesionUDAConfig
 from medgen.registry import NETWORKS, PIPELINES
+
+
+UNSPECIFIED_DOMAIN = "unspecified"  # a test case whose entry names no domain
 
 
 @PIPELINES.register()
@@ -77,19 +88,21 @@ class LesionUDA(Pipeline):
         return keys
 
     def prepare_case(self, case):
-        """The case's domain (a test case without one is a target case); the lesion map of a training or
-        validation case is kept only in the domain whose labels this mode may use, and required for training
-        cases of that domain. Every labelled test case keeps its lesions (evaluation)."""
+        """The brain mask (derived for a skull-stripped case without one, see `_derive_brain_mask`); the case's
+        domain (a test case may name none, "unspecified", or a third one: recorded as it is); the lesion map of a
+        training or validation case is kept only in the domain whose labels this mode may use, and required for
+        training cases of that domain. Every labelled test case keeps its lesions (evaluation)."""
         d = self.config.data
         source = self.data.datalist.source
+        case = self._derive_brain_mask(case)
         dom = case.get(d.domain_key)
         if dom is None:
             if case.split != "test":
                 raise DataError(source, f"case '{case.id}' ({case.split}) has no '{d.domain_key}' field (set it to "
                                         f"'{d.source_domain}' or '{d.target_domain}')")
-            dom = d.target_domain  # users' test cases may all be target cases without the field
+            dom = UNSPECIFIED_DOMAIN  # not claimed to be the target: the scan may come from anywhere
         dom = str(dom)
-        if dom not in (d.source_domain, d.target_domain):
+        if dom not in (d.source_domain, d.target_domain) and case.split != "test":
             raise DataError(source, f"case '{case.id}' has {d.domain_key}={dom!r}, neither the source "
                                     f"'{d.source_domain}' nor the target '{d.target_domain}'")
         if case.split != "test" and dom != self.labelled_domain():
@@ -100,6 +113,65 @@ class LesionUDA(Pipeline):
                                     f"'{d.lesion_key}' key")
         case["domain"] = dom
         return case
+
+    def _derive_brain_mask(self, case):
+        """A case without `data.mask_key` gets the mask `medgen.data.brain_mask` derives from its sequences (in
+        source units: the stored inverse of their normalisation), and its sequences are normalised again inside
+        it, as DeepMedic normalises inside its ROI. A scan that does not look skull-stripped is refused: its
+        derived region would be the head, and the segmenter would sample and segment scalp and CSF."""
+        from medgen.data.brain_mask import derive_brain_mask, skull_stripped_problem
+        from medgen.data.presets import get_preset, invert_intensity
+
+        d = self.config.data
+        if not d.mask_key or d.mask_key in case:
+            return case
+        keys = self.source_keys()
+        raw = {k: np.asarray(invert_intensity(case[k], case.norm[k]), dtype=np.float64) for k in keys}
+        # "above zero" up to the float32 rounding of the stored inverse (a zero background comes back as ~1e-7)
+        tol = {k: 1e-5 * float(np.abs(r).max() or 1.0) for k, r in raw.items()}
+        mask = np.any([derive_brain_mask([r[0]], tol[k]) for k, r in raw.items()], axis=0)
+        meta = case.meta.get(keys[0], {})
+        affine = meta.get("original_affine", meta.get("affine"))
+        affine = None if affine is None else np.asarray(affine.cpu() if torch.is_tensor(affine) else affine)
+        problem = "no voxel is above zero" if not mask.any() else skull_stripped_problem(mask, affine)
+        if problem:
+            raise DataError(case.paths.get(keys[0]), f"case '{case.id}' has no '{d.mask_key}' key and {problem}. "
+                            f"lesion_uda segments inside a brain mask: give each case one (key '{d.mask_key}', e.g. "
+                            "from HD-BET or SynthStrip), skull-strip the scans, or set data.mask_key='' to segment "
+                            "the whole volume knowingly")
+        m = torch.from_numpy(mask[None].astype(np.float32))
+        for k in keys:
+            preset = get_preset(case.norm[k]["preset"])
+            x, case.norm[k] = preset.forward(torch.from_numpy(raw[k].astype(np.float32)), meta, m)
+            case.arrays[k] = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+        case.arrays[d.mask_key] = m
+        case.fields["brain_mask_source"] = "derived"
+        return case
+
+    def check_cases(self) -> None:
+        """Before training: every case of every split has the network's sequences, and every training and
+        validation case a source or target domain. One DataError lists all the cases that do not, and which
+        sequences all cases share (what data.channels could be)."""
+        d = self.config.data
+        needed = self.source_keys()
+        problems, shared = [], None
+        for split in ("training", "validation", "test"):
+            for e in self.data.entries(split):
+                cid = e.get("id")
+                keys = {k for k in e if k != "id"}
+                shared = keys if shared is None else shared & keys
+                missing = [k for k in needed if k not in e]
+                if missing:
+                    problems.append(f"{split} case '{cid}' has no {missing} (it has {', '.join(sorted(keys))})")
+                dom = e.get(d.domain_key)
+                if split != "test" and (dom is None or str(dom) not in (d.source_domain, d.target_domain)):
+                    problems.append(f"{split} case '{cid}' has {d.domain_key}={dom!r}, not the source "
+                                    f"'{d.source_domain}' or the target '{d.target_domain}'")
+        if problems:
+            common = [k for k in dict.fromkeys(d.source_channels + d.target_channels) if k in (shared or set())]
+            hint = (f"; the sequences every case has: {common} (data.channels={common})" if common else "")
+            raise DataError(self.data.datalist.source, f"{len(problems)} case(s) do not fit data.channels {needed} "
+                            f"or the domains: " + "; ".join(problems) + hint)
 
     def _patch_dataset(self, cases, labelled: bool, seed: int):
         from medgen.data.patches import PatchDataset, PatchSampler
@@ -124,6 +196,10 @@ class LesionUDA(Pipeline):
         from medgen.data.mixed_domain import MixedDomainDataset
 
         d = self.config.data
+        self.check_cases()
+        if not d.mask_key:
+            warnings.warn("data.mask_key is empty: lesion_uda normalises, samples and segments the WHOLE volume "
+                          "(scalp, skull, CSF); give brain masks unless the scans hold nothing else", stacklevel=2)
         cases = self.data.load("training")
         labelled = [c for c in cases if c["domain"] == self.labelled_domain()]
         if not labelled:
@@ -343,6 +419,8 @@ class LesionUDA(Pipeline):
             return {}
         m = segmentation_metrics(np.asarray(outputs["lesion"])[0] > 0.5, case[key][0].numpy() > 0.5,
                                  spacing=_voxel_spacing(case, self.source_keys()[0]))
+        if case["domain"] == UNSPECIFIED_DOMAIN:
+            return m
         return {**m, f"dice_{case['domain']}": m["dice"], f"lesion_f1_{case['domain']}": m["lesion_f1"]}
 
     def floors(self, case) -> dict:
