@@ -103,8 +103,9 @@ class Trainer:
         if self.tcfg.threads > 0:
             torch.set_num_threads(self.tcfg.threads)
         seed_everything(self.tcfg.seed, self.dist.rank, self.tcfg.deterministic)
-        if self.device.type == "cuda" and self.tcfg.cudnn_benchmark and not self.tcfg.deterministic:
-            torch.backends.cudnn.benchmark = True  # fixed training shapes: time the algorithms once
+        if self.device.type == "cuda" and not self.tcfg.deterministic:
+            # fixed training shapes: cuDNN times its algorithms once per shape and keeps the fastest
+            torch.backends.cudnn.benchmark = bool(self.tcfg.cudnn_benchmark)
         p.networks = {k: v.to(self.device) for k, v in p.build_networks().items()}
         if self.memory_format is not None:
             p.networks = {k: v.to(memory_format=self.memory_format) for k, v in p.networks.items()}
