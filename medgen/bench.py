@@ -81,6 +81,33 @@ VARIANTS = {
 }
 
 
+def profile_step(trainer, batches, steps: int = 2, top: int = 12) -> list[dict]:
+    """The operators that take the device's time over `steps` training steps (torch.profiler; on a CPU the
+    host's time): name, self time per step (ms), calls per step and share of the total, largest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = trainer.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    source = itertools.cycle(batches)
+    trainer.run_step(source)  # warm
+    _sync(trainer.device)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            trainer.run_step(source)
+        _sync(trainer.device)
+
+    def self_us(evt) -> float:
+        if cuda:
+            return float(getattr(evt, "self_device_time_total", getattr(evt, "self_cuda_time_total", 0.0)))
+        return float(evt.self_cpu_time_total)
+
+    events = [e for e in prof.key_averages() if self_us(e) > 0]
+    total = sum(self_us(e) for e in events) or 1.0
+    events.sort(key=self_us, reverse=True)
+    return [{"name": e.key[:120], "self_ms_per_step": self_us(e) / 1e3 / steps, "calls_per_step": e.count / steps,
+             "share": self_us(e) / total} for e in events[:top]]
+
+
 def _trainer(cls, cfg, device, tmp, data=None):
     from medgen.engine.logging import RunLogger
     from medgen.engine.trainer import Trainer
@@ -102,9 +129,10 @@ def _free(trainer, device) -> None:
 
 
 def bench_one(name: str, config: str | None, overrides: list[str], steps: int, warmup: int, volume: int,
-              plain: bool = True, flops: bool = False, variants=()) -> dict:
+              plain: bool = True, flops: bool = False, variants=(), profile: bool = False) -> dict:
     """Measure one pipeline in this process; `flops`: also count one training step's FLOPs (medgen.flops);
-    `variants`: names in VARIANTS timed on the same batches as medgen's default step."""
+    `variants`: names in VARIANTS timed on the same batches as medgen's default step; `profile`: the operators
+    that take the step's time (`profile_step`), for medgen's step and the plain one."""
     from medgen.engine.commands import build_config
     from medgen.engine.sampling import StepSampler
     from medgen.engine.trainer import resolve_device
@@ -160,6 +188,8 @@ def bench_one(name: str, config: str | None, overrides: list[str], steps: int, w
         # the config's whole training at these rates, data and step added (the device path runs on the step's
         # stream, so they do not overlap)
         result["projected_train_h"] = trainer.total_steps * (step_s + per_step * load_s) / 3600
+        if profile:
+            result["profile"] = {"default": profile_step(trainer, batches)}
         if flops:  # counting runs one more step
             from medgen.flops import count_step_flops
 
@@ -174,6 +204,8 @@ def bench_one(name: str, config: str | None, overrides: list[str], steps: int, w
             plain_s, _ = _measure_steps(plain_trainer, batches, steps, warmup)
             result["plain_step_s"] = plain_s
             result["speedup_vs_plain"] = plain_s / step_s
+            if profile:
+                result["profile"]["plain"] = profile_step(plain_trainer, batches)
             _free(plain_trainer, device)
         result["variants"] = {}
         for v in variants:
@@ -327,10 +359,11 @@ def main(argv=None) -> int:
     parser.add_argument("--flops", action="store_true", help="also count one training step's FLOPs")
     parser.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS),
                         help="other settings timed on the same batches (see VARIANTS)")
+    parser.add_argument("--profile", action="store_true", help="also list the operators that take the step's time")
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
     print(json.dumps(bench_one(args.pipeline, args.config, args.overrides, args.steps, args.warmup, args.volume,
-                               flops=args.flops, variants=args.variants)))
+                               flops=args.flops, variants=args.variants, profile=args.profile)))
     return 0
 
 

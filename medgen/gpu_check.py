@@ -65,6 +65,9 @@ DEFAULTS = {"cuda": {"steps": 10, "warmup": 3, "volume": 256}, "cpu": {"steps": 
 # dominate, CUDA graphs through torch.compile for the launch-bound batch-1 step. None in CPU mode.
 CUDA_VARIANTS = {"mr_synthesis": ["fp32", "channels_last"], "lesion_uda": ["fp32", "channels_last"],
                  "pet_lowdose": ["fp32", "compile"], "mr_to_ct": ["fp32"], "oct_anogan": ["fp32", "channels_last"]}
+# Where the step's device time goes (torch.profiler), for medgen's and the plain step, on CUDA: the pipelines
+# whose bf16 step was no faster than fp32 on the first H200 run.
+CUDA_PROFILE = ("mr_synthesis", "lesion_uda")
 
 
 def repo_root() -> Path:
@@ -185,7 +188,8 @@ def derive_rates(row: dict, probe: dict) -> dict:
 
 
 def run_benches(names, mode: str, repo: Path, steps: int, warmup: int, volume: int, overrides, probe: dict,
-                timeout: float, deadline: float, phantom_dir: Path, on_row, variants=None) -> list[dict]:
+                timeout: float, deadline: float, phantom_dir: Path, on_row, variants=None,
+                profile=()) -> list[dict]:
     """One `python -m medgen.bench <name> --flops` subprocess per pipeline (peak memory is its own);
     `variants` {pipeline: [medgen.bench.VARIANTS names]}."""
     from medgen.bench import run_in_subprocess
@@ -193,6 +197,8 @@ def run_benches(names, mode: str, repo: Path, steps: int, warmup: int, volume: i
     rows = []
     for name in names:
         extra = ["--flops"] + (["--variants", *variants[name]] if variants and variants.get(name) else [])
+        if profile and name in profile:
+            extra.append("--profile")
         left = deadline - time.monotonic()
         config = repo / "configs" / f"{name}{'_smoke' if mode == 'smoke' else ''}.yaml"
         config = config if config.exists() else None
@@ -297,7 +303,7 @@ def gpu_check(out_dir="benchmarks/results/gpu", pipelines=None, skip_tests: bool
                                                 f"{row['steps_per_s']:.3g} steps/s"))
 
         run_benches(names, mode, repo, steps, warmup, volume, overrides, report["probe"], bench_timeout, deadline,
-                    Path(phantoms), on_row, plan)
+                    Path(phantoms), on_row, plan, CUDA_PROFILE if device.type == "cuda" else ())
     report["complete"] = True
     report["duration_s"] = time.monotonic() - start
     _write(report, paths)

@@ -131,6 +131,18 @@ def _variant_rows(rows: list[dict]) -> list[str]:
             + lines + ["", what + ".", ""])
 
 
+def _profile_rows(rows: list[dict]) -> list[str]:
+    lines = []
+    for r in rows:
+        for which, ops in (r.get("profile") or {}).items():
+            lines += [f"### {r['pipeline']}: {'medgen' if which == 'default' else which} step", "",
+                      "| operator | ms per step | calls per step | share |", "|---|---|---|---|"]
+            lines += [f"| `{o['name']}` | {o['self_ms_per_step']:.3g} | {o['calls_per_step']:.0f} | "
+                      f"{100 * o['share']:.0f} % |" for o in ops]
+            lines.append("")
+    return (["## Where the step's time goes (torch.profiler, self time)", ""] + lines) if lines else []
+
+
 def format_report(report: dict) -> str:
     env = report["environment"]
     lines = [f"# medgen gpu-check: {env['device_name']}, {env['date'][:10]}", ""]
@@ -151,6 +163,7 @@ def format_report(report: dict) -> str:
               "% of bf16 peak: the medgen step's rate over the probe's bf16 rate. whole training: the config's "
               "full length at these rates (step and loader time added).", ""]
     lines += _variant_rows(report["pipelines"])
+    lines += _profile_rows(report["pipelines"])
     from medgen.gpu_targets import format_targets, target_rows
 
     lines += ["## Speed targets (docs/benchmarks.md)", ""] + format_targets(report.get("targets")

@@ -10,7 +10,7 @@ def test_bench_one_measures_and_compares(tmp_path):
     write_phantom_dataset("head", root, n_cases=4, seed=1, shape=(16, 16, 16))
     r = bench_one("template_translation", None, [f"data.dataset={root}", "data.patch_size=[16,16,16]", "model.ngf=4",
                                                  "train.data_on_device=on"],
-                  steps=2, warmup=1, volume=24, variants=["fp32", "channels_last"])
+                  steps=2, warmup=1, volume=24, variants=["fp32", "channels_last"], profile=True)
     for key in ("steps_per_s", "samples_per_s", "voxels_per_s", "data_batches_per_s", "speedup_vs_plain",
                 "volume_inference_s", "peak_memory_mb", "loader_margin", "host_loader_batches_per_s",
                 "projected_train_h", "first_step_s"):
@@ -19,6 +19,9 @@ def test_bench_one_measures_and_compares(tmp_path):
     for name in ("fp32", "channels_last"):  # timed on the same batches, with their ratios
         v = r["variants"][name]
         assert v["step_s"] > 0 and v["vs_default"] > 0 and v["vs_plain"] > 0, v
+    for which in ("default", "plain"):  # where the step's time goes, largest first
+        ops = r["profile"][which]
+        assert ops and ops[0]["self_ms_per_step"] >= ops[-1]["self_ms_per_step"] > 0 and 0 < ops[0]["share"] <= 1
     # train.amp "auto": bf16 autocast on CUDA, none on a CPU (the suite runs on both)
     assert r["amp"] == ("torch.bfloat16" if r["device"].startswith("cuda") else "None"), r["device"]
     table = format_results([r, {"pipeline": "x", "error": ["boom"]}])

@@ -350,6 +350,8 @@ class Trainer:
         `batches`, under the run's autocast. Returns the step's logged tensors (no host sync)."""
         p = self.pipeline
         logs = {}
+        if self.tcfg.compile and self.tcfg.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # a new training step: the last one's graph outputs are done
         with self.autocast():
             for _ in range(p.critic_steps):
                 logs.update(p.critic_step(self._on_device(next(batches))))
