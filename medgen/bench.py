@@ -1,13 +1,19 @@
 """`medgen bench`: speed and memory of every pipeline, measured in one run so ratios are meaningful.
 
 Per pipeline (at its config's default sizes, on the chosen device):
-- training throughput (steps/s, samples/s and, for 3D, voxels/s) over a few steps after warm-up;
-- data-loading throughput of the same training dataset, next to the step throughput;
+- training throughput (steps/s, samples/s and, for 3D, voxels/s) of medgen's step (its config's settings:
+  bf16 autocast, fused optimizers, cuDNN autotuning on CUDA) over a few steps after warm-up, with the first
+  step's time (compilation, autotuning) apart;
+- data throughput of the trainer's own loader (batches cut on the device where `train.data_on_device` chose
+  that, else the host DataLoader), its margin over what the step consumes, and, on the device path, the host
+  loader's rate for comparison;
 - inference time of one whole case: a synthetic 256^3 volume for the 3D pipelines, the first test case (a
   B-scan, a matrix split) for the others;
 - peak memory: process RSS on CPU, max allocated on GPU;
-- the same training-step measurement for a "plain" setting of the same networks (fp32, eager, no compile,
-  the way a MONAI tutorial would run them) and the ratio medgen / plain;
+- the same step in a "plain" setting of the same networks (fp32, eager, default optimizer kernels and
+  layout, no cuDNN autotuning: the way a MONAI tutorial would run them) and the ratio medgen / plain, and
+  any `VARIANTS` asked for, all on the same batches;
+- the config's whole training length and its projected wall time at these rates;
 - with `--flops`, one training step's FLOPs (medgen.flops; `medgen gpu-check` turns them into TFLOP/s).
 
 Each pipeline is measured in a fresh subprocess so peak RSS belongs to it alone.
@@ -26,6 +32,8 @@ import time
 
 import torch
 
+from medgen.engine.trainer import move_batch
+
 
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
@@ -38,79 +46,196 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _measure_steps(trainer, batches, steps: int, warmup: int) -> float:
+def _measure_steps(trainer, batches, steps: int, warmup: int) -> tuple[float, float]:
+    """(median seconds per step over `steps` timed steps, seconds of the very first step: with compilation,
+    cuDNN's algorithm search and first-touch allocations)."""
     p = trainer.pipeline
     for net in p.networks.values():
         net.train()
     times = []
+    first = None
     source = itertools.cycle(batches)
     for i in range(warmup + steps):
         _sync(trainer.device)
         t0 = time.perf_counter()
         trainer.run_step(source)  # the trainer's own step: critic steps and the train step, under its autocast
         _sync(trainer.device)
+        if first is None:
+            first = time.perf_counter() - t0
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     times.sort()
-    return times[len(times) // 2]  # median seconds per step
+    return times[len(times) // 2], first  # median seconds per step
+
+
+# The plain step every ratio is taken against: fp32, eager, the optimizers' default kernels, torch's default
+# layout and cuDNN heuristics (the way a MONAI tutorial runs the same networks).
+PLAIN = ["train.amp=off", "train.compile=false", "train.fused_optimizer=off", "train.channels_last=false",
+         "train.cudnn_benchmark=false"]
+# Other settings timed on the same batches, in the same process: name -> (overrides, what the ratio shows).
+VARIANTS = {
+    "fp32": (["train.amp=off"], "medgen's settings with autocast off: what bf16 alone buys"),
+    "channels_last": (["train.channels_last=true"], "channels-last (3D: channels_last_3d) networks and batches"),
+    "compile": (["train.compile=true", "train.compile_mode=reduce-overhead"],
+                "torch.compile, mode reduce-overhead (CUDA graphs); the first step's time is the compile time"),
+}
+
+
+def profile_step(trainer, batches, steps: int = 2, top: int = 12) -> list[dict]:
+    """The operators that take the device's time over `steps` training steps (torch.profiler; on a CPU the
+    host's time): name, self time per step (ms), calls per step and share of the total, largest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = trainer.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    source = itertools.cycle(batches)
+    trainer.run_step(source)  # warm
+    _sync(trainer.device)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            trainer.run_step(source)
+        _sync(trainer.device)
+
+    def self_us(evt) -> float:
+        if cuda:
+            return float(getattr(evt, "self_device_time_total", getattr(evt, "self_cuda_time_total", 0.0)))
+        return float(evt.self_cpu_time_total)
+
+    events = [e for e in prof.key_averages() if self_us(e) > 0]
+    total = sum(self_us(e) for e in events) or 1.0
+    events.sort(key=self_us, reverse=True)
+    return [{"name": e.key[:120], "self_ms_per_step": self_us(e) / 1e3 / steps, "calls_per_step": e.count / steps,
+             "share": self_us(e) / total} for e in events[:top]]
+
+
+def _trainer(cls, cfg, device, tmp, data=None):
+    from medgen.engine.logging import RunLogger
+    from medgen.engine.trainer import Trainer
+
+    pipeline = cls(cfg, device)
+    if data is not None:
+        pipeline._data = data  # the cases already loaded: variants differ in settings, not data
+    trainer = Trainer(pipeline, tmp)
+    trainer.setup()
+    trainer.logger = RunLogger(tmp, 1, enabled=False)
+    return trainer
+
+
+def _free(trainer, device) -> None:
+    trainer.pipeline.networks.clear()
+    trainer.pipeline.optimizers.clear()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def bench_one(name: str, config: str | None, overrides: list[str], steps: int, warmup: int, volume: int,
-              plain: bool = True, flops: bool = False) -> dict:
-    """Measure one pipeline in this process; `flops`: also count one training step's FLOPs (medgen.flops)."""
+              plain: bool = True, flops: bool = False, variants=(), profile: bool = False) -> dict:
+    """Measure one pipeline in this process; `flops`: also count one training step's FLOPs (medgen.flops);
+    `variants`: names in VARIANTS timed on the same batches as medgen's default step; `profile`: the operators
+    that take the step's time (`profile_step`), for medgen's step and the plain one."""
     from medgen.engine.commands import build_config
-    from medgen.engine.logging import RunLogger
     from medgen.engine.sampling import StepSampler
-    from medgen.engine.trainer import Trainer, resolve_device
+    from medgen.engine.trainer import resolve_device
 
     cls, cfg = build_config(name, config, overrides)
     device = resolve_device(cfg.train.device)
     result: dict = {"pipeline": name, "device": str(device), "batch_size": cfg.train.batch_size}
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline = cls(cfg, device)
-        trainer = Trainer(pipeline, tmp)
-        trainer.setup()
-        trainer.logger = RunLogger(tmp, 1, enabled=False)
-        dataset = trainer.dataset
-        n_batches = max(2, (steps + warmup) * (pipeline.critic_steps + 1))
-        # The trainer's own index stream (endless: a finite dataset such as expression_vae's samples starts a
-        # new permutation per epoch), so the bench reads what training reads and never indexes past the end.
-        stream = iter(StepSampler(dataset, cfg.train.batch_size, seed=cfg.train.seed))
-        indices = [next(stream) for _ in range(n_batches * cfg.train.batch_size)]
-        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=indices,
-                                             num_workers=0)
+        trainer = _trainer(cls, cfg, device, tmp)
+        pipeline, dataset = trainer.pipeline, trainer.dataset
+        per_step = pipeline.critic_steps + 1
+        result["batches_per_step"] = per_step
+        n_batches = max(2, (steps + warmup) * per_step)
+        # The trainer's own loader (batches cut on the device where train.data_on_device chose that), after one
+        # untimed batch that pays for the one-time set-up (volumes copied to the device, workers started).
+        loader = trainer._loader(0)
+        next(loader)
+        _sync(device)
         t0 = time.perf_counter()
-        batches = list(loader)
-        load_s = (time.perf_counter() - t0) / len(batches)
+        batches = [next(loader) for _ in range(n_batches)]
+        _sync(device)
+        load_s = (time.perf_counter() - t0) / n_batches
         result["data_batches_per_s"] = 1.0 / max(load_s, 1e-9)
-        step_s = _measure_steps(trainer, batches, steps, warmup)
+        result["data_path"] = trainer.data_path
+        if trainer.data_on_device:  # the host loader of the first GPU run (one process), for comparison
+            stream = iter(StepSampler(dataset, cfg.train.batch_size, seed=cfg.train.seed))
+            k = min(n_batches, 4)
+            indices = [next(stream) for _ in range(k * cfg.train.batch_size)]
+            host = torch.utils.data.DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=indices)
+            t0 = time.perf_counter()
+            for batch in host:
+                move_batch(batch, device)
+            _sync(device)
+            result["host_loader_batches_per_s"] = k / max(time.perf_counter() - t0, 1e-9)
+        step_s, first_s = _measure_steps(trainer, batches, steps, warmup)
         result["step_s"] = step_s
+        result["first_step_s"] = first_s
         result["steps_per_s"] = 1.0 / step_s
-        samples = cfg.train.batch_size * (pipeline.critic_steps + 1)
+        samples = cfg.train.batch_size * per_step
         result["samples_per_s"] = samples / step_s
+        result["loader_margin"] = result["data_batches_per_s"] / (per_step / step_s)  # batches made / batches used
         first = batches[0]
-        image = next((v for v in first.values() if torch.is_tensor(v) and v.ndim >= 5), None)
+        image = next((v for v in _tensors(first) if v.ndim >= 5), None)
         if image is not None:
             result["patch"] = list(image.shape[2:])
             result["voxels_per_s"] = float(image[0, 0].numel()) * samples / step_s
-        result["loader_is_bottleneck"] = load_s > step_s
+        result["loader_is_bottleneck"] = load_s > step_s / per_step
         result["amp"] = str(trainer.amp)
-        if plain:
-            plain_trainer = Trainer(cls(cfg, device), tmp)
-            plain_trainer.tcfg.amp, plain_trainer.tcfg.compile = "off", False
-            plain_trainer.amp = None
-            plain_trainer.setup()
-            plain_trainer.logger = RunLogger(tmp, 1, enabled=False)
-            plain_s = _measure_steps(plain_trainer, batches, steps, warmup)
-            result["plain_step_s"] = plain_s
-            result["speedup_vs_plain"] = plain_s / step_s
-        if flops:  # after the timings: counting runs one more step
+        result["settings"] = {"data": trainer.data_path, "fused_optimizers": trainer.fused,
+                              "channels_last": trainer.tcfg.channels_last, "compile": trainer.tcfg.compile,
+                              "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
+        result["paper_steps"] = trainer.total_steps
+        # the config's whole training at these rates, data and step added (the device path runs on the step's
+        # stream, so they do not overlap)
+        result["projected_train_h"] = trainer.total_steps * (step_s + per_step * load_s) / 3600
+        if profile:
+            result["profile"] = {"default": profile_step(trainer, batches)}
+        if flops:  # counting runs one more step
             from medgen.flops import count_step_flops
 
             result.update(count_step_flops(trainer, itertools.cycle(batches)))
         result.update(_inference(pipeline, volume))
-    result["peak_memory_mb"] = peak_memory_mb(device)
+        result["peak_memory_mb"] = peak_memory_mb(device)  # medgen's step and inference (before the variants)
+        data = pipeline._data
+        if plain:
+            _free(trainer, device)
+            _, pcfg = build_config(name, config, [*overrides, *PLAIN])
+            plain_trainer = _trainer(cls, pcfg, device, tmp, data)
+            plain_s, _ = _measure_steps(plain_trainer, batches, steps, warmup)
+            result["plain_step_s"] = plain_s
+            result["speedup_vs_plain"] = plain_s / step_s
+            if profile:
+                result["profile"]["plain"] = profile_step(plain_trainer, batches)
+            _free(plain_trainer, device)
+        result["variants"] = {}
+        for v in variants:
+            extra, _ = VARIANTS[v]
+            try:
+                _, vcfg = build_config(name, config, [*overrides, *extra])
+                vt = _trainer(cls, vcfg, device, tmp, data)
+                v_s, v_first = _measure_steps(vt, batches, steps, warmup)
+                row = {"step_s": v_s, "first_step_s": v_first, "vs_default": step_s / v_s}
+                if plain:
+                    row["vs_plain"] = result["plain_step_s"] / v_s
+                if vcfg.train.compile:
+                    row["compile_s"] = max(0.0, v_first - v_s)
+                _free(vt, device)
+            except Exception as exc:  # one variant failing (e.g. compile on this machine) leaves the rest
+                row = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"}
+            result["variants"][v] = row
     return result
+
+
+def _tensors(batch):
+    """Every tensor of a (nested) batch."""
+    if torch.is_tensor(batch):
+        yield batch
+    elif isinstance(batch, dict):
+        for v in batch.values():
+            yield from _tensors(v)
+    elif isinstance(batch, (list, tuple)):
+        for v in batch:
+            yield from _tensors(v)
 
 
 def _inference(pipeline, size: int) -> dict:
@@ -232,10 +357,13 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--volume", type=int, default=256)
     parser.add_argument("--flops", action="store_true", help="also count one training step's FLOPs")
+    parser.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS),
+                        help="other settings timed on the same batches (see VARIANTS)")
+    parser.add_argument("--profile", action="store_true", help="also list the operators that take the step's time")
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
     print(json.dumps(bench_one(args.pipeline, args.config, args.overrides, args.steps, args.warmup, args.volume,
-                               flops=args.flops)))
+                               flops=args.flops, variants=args.variants, profile=args.profile)))
     return 0
 
 

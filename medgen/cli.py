@@ -407,6 +407,9 @@ def _add_gpu_check(sub):
                    help="matmul probe side (default: 8192 on CUDA, 1024 on CPU)")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides for every pipeline")
+    p.add_argument("--variants", nargs="*", default=None, metavar="NAME",
+                   help="settings timed beside each pipeline's step (fp32, channels_last, compile; no name: none); "
+                        "default: a set per pipeline on CUDA, none on a CPU")
     p.set_defaults(func=_cmd_gpu_check)
 
 
@@ -420,7 +423,7 @@ def _cmd_gpu_check(args) -> int:
         workers=args.workers, test_timeout=args.test_timeout, tests_timeout=args.tests_timeout,
         bench_timeout=args.bench_timeout, time_limit=args.time_limit, configs=args.configs, steps=args.steps,
         warmup=args.warmup, volume=args.volume, probe_size=args.probe_size, overrides=args.overrides,
-        log=lambda line: print(line, flush=True))
+        variants=args.variants, log=lambda line: print(line, flush=True))
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values() if p.exists()))
     return verdict(report)

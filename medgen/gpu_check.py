@@ -6,7 +6,9 @@ and one markdown table under benchmarks/results/gpu/.
 2. the device's dense matmul rate (medgen.flops.matmul_probe), the yardstick for every pipeline below;
 3. the whole test suite on that device (medgen.suite_run: parallel where pytest-xdist is installed);
 4. `medgen bench` on every pipeline, each in its own subprocess, with one training step's FLOPs counted, so
-   the achieved TFLOP/s reads as a share of the probe's bf16 rate.
+   the achieved TFLOP/s reads as a share of the probe's bf16 rate, and on CUDA the settings of CUDA_VARIANTS
+   timed on the same batches;
+5. the speed targets (medgen.gpu_targets), each met / not met / unmeasured.
 
 On CUDA the pipelines run at their paper configs (configs/<name>.yaml); on a CPU ("CPU mode") at their smoke
 configs (configs/<name>_smoke.yaml), so the same report comes back in minutes. The JSON and markdown are
@@ -58,6 +60,14 @@ PACKAGES = [
 
 # Per device: timed steps, warm-up steps, side of the whole volume timed at inference (0: none).
 DEFAULTS = {"cuda": {"steps": 10, "warmup": 3, "volume": 256}, "cpu": {"steps": 3, "warmup": 1, "volume": 64}}
+# Settings timed beside medgen's default step on CUDA (medgen.bench.VARIANTS): bf16 alone ("fp32": the same
+# settings, autocast off) where the targets ask for a bf16 ratio, channels-last where the 3D convolutions
+# dominate, CUDA graphs through torch.compile for the launch-bound batch-1 step. None in CPU mode.
+CUDA_VARIANTS = {"mr_synthesis": ["fp32", "channels_last"], "lesion_uda": ["fp32", "channels_last"],
+                 "pet_lowdose": ["fp32", "compile"], "mr_to_ct": ["fp32"], "oct_anogan": ["fp32", "channels_last"]}
+# Where the step's device time goes (torch.profiler), for medgen's and the plain step, on CUDA: the pipelines
+# whose bf16 step was no faster than fp32 on the first H200 run.
+CUDA_PROFILE = ("mr_synthesis", "lesion_uda")
 
 
 def repo_root() -> Path:
@@ -178,12 +188,17 @@ def derive_rates(row: dict, probe: dict) -> dict:
 
 
 def run_benches(names, mode: str, repo: Path, steps: int, warmup: int, volume: int, overrides, probe: dict,
-                timeout: float, deadline: float, phantom_dir: Path, on_row) -> list[dict]:
-    """One `python -m medgen.bench <name> --flops` subprocess per pipeline (peak memory is its own)."""
+                timeout: float, deadline: float, phantom_dir: Path, on_row, variants=None,
+                profile=()) -> list[dict]:
+    """One `python -m medgen.bench <name> --flops` subprocess per pipeline (peak memory is its own);
+    `variants` {pipeline: [medgen.bench.VARIANTS names]}."""
     from medgen.bench import run_in_subprocess
 
     rows = []
     for name in names:
+        extra = ["--flops"] + (["--variants", *variants[name]] if variants and variants.get(name) else [])
+        if profile and name in profile:
+            extra.append("--profile")
         left = deadline - time.monotonic()
         config = repo / "configs" / f"{name}{'_smoke' if mode == 'smoke' else ''}.yaml"
         config = config if config.exists() else None
@@ -193,7 +208,7 @@ def run_benches(names, mode: str, repo: Path, steps: int, warmup: int, volume: i
         else:
             t0 = time.perf_counter()
             row = run_in_subprocess(name, config, [f"data.phantom_dir={phantom_dir}", *overrides], steps, warmup,
-                                    volume, timeout=min(timeout, left), extra_args=["--flops"])
+                                    volume, timeout=min(timeout, left), extra_args=extra)
             row.update(config=label, wall_s=time.perf_counter() - t0)
             derive_rates(row, probe)
         rows.append(row)
@@ -205,6 +220,9 @@ def _write(report: dict, paths: dict) -> None:
     from medgen.files import atomic_write
     from medgen.gpu_report import format_report
 
+    from medgen.gpu_targets import target_rows
+
+    report["targets"] = target_rows(report)
     atomic_write(paths["json"], json.dumps(report, indent=2, default=str) + "\n")
     atomic_write(paths["md"], format_report(report))
 
@@ -213,8 +231,9 @@ def gpu_check(out_dir="benchmarks/results/gpu", pipelines=None, skip_tests: bool
               workers: int | None = None, test_timeout: float = 300, tests_timeout: float = 1800,
               bench_timeout: float = 900, time_limit: float = 0, configs: str = "auto", steps: int | None = None,
               warmup: int | None = None, volume: int | None = None, probe_size: int | None = None,
-              overrides=(), log=print) -> tuple[dict, dict]:
-    """Run the check; returns (report, paths of the files written). `pipelines`: None = all but the toy."""
+              overrides=(), variants=None, log=print) -> tuple[dict, dict]:
+    """Run the check; returns (report, paths of the files written). `pipelines`: None = all but the toy;
+    `variants`: None = CUDA_VARIANTS on CUDA and none on a CPU, else the same list of names for every pipeline."""
     import torch
 
     from medgen.flops import matmul_probe
@@ -240,8 +259,18 @@ def gpu_check(out_dir="benchmarks/results/gpu", pipelines=None, skip_tests: bool
     d = DEFAULTS[device.type]
     steps, warmup, volume = (d["steps"] if steps is None else steps, d["warmup"] if warmup is None else warmup,
                              d["volume"] if volume is None else volume)
+    if variants is None:
+        plan = CUDA_VARIANTS if device.type == "cuda" else {}
+    else:
+        from medgen.bench import VARIANTS
+
+        unknown = [v for v in variants if v not in VARIANTS]
+        if unknown:
+            raise ConfigError(f"unknown --variants {unknown}; choose from {', '.join(VARIANTS)}")
+        plan = {name: list(variants) for name in names}
     report = {"kind": "medgen gpu-check", "complete": False, "environment": env,
               "settings": {"configs": mode, "pipelines": names, "steps": steps, "warmup": warmup, "volume": volume,
+                           "variants": {n: plan.get(n, []) for n in names},
                            "overrides": list(overrides), "tests": not skip_tests, "pytest_args": list(pytest_args),
                            "time_limit_s": time_limit or None},
               "probe": None, "tests": None, "pipelines": []}
@@ -274,7 +303,7 @@ def gpu_check(out_dir="benchmarks/results/gpu", pipelines=None, skip_tests: bool
                                                 f"{row['steps_per_s']:.3g} steps/s"))
 
         run_benches(names, mode, repo, steps, warmup, volume, overrides, report["probe"], bench_timeout, deadline,
-                    Path(phantoms), on_row)
+                    Path(phantoms), on_row, plan, CUDA_PROFILE if device.type == "cuda" else ())
     report["complete"] = True
     report["duration_s"] = time.monotonic() - start
     _write(report, paths)

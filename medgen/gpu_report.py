@@ -63,15 +63,22 @@ def _tests_section(tests: dict | None, device: str) -> list[str]:
     return lines
 
 
+def _hours(h) -> str:
+    if h is None:
+        return "-"
+    return f"{h:.1f} h" if h >= 1 else f"{h * 60:.0f} min"
+
+
 def _pipeline_rows(rows: list[dict], device: str) -> list[str]:
     memory = "peak GPU MB" if device == "cuda" else "peak RSS MB"
-    header = ["pipeline", "config", "batch x patch", "amp", "steps/s", "speedup over fp32", "loader batches/s",
-              "GFLOP/step", "TFLOP/s (amp / fp32)", "% of bf16 peak", "inference", memory]
+    header = ["pipeline", "config", "batch x patch", "amp", "steps/s", "samples/s", "speedup over fp32",
+              "loader batches/s (margin)", "GFLOP/step", "TFLOP/s (amp / fp32)", "% of bf16 peak", "inference",
+              memory, "whole training"]
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     notes = []
     for r in rows:
         if "error" in r:
-            cells = [r["pipeline"], r.get("config", "-"), "error: " + " ".join(r["error"])[:120]] + [""] * 9
+            cells = [r["pipeline"], r.get("config", "-"), "error: " + " ".join(r["error"])[:120]] + [""] * 11
             out.append("| " + " | ".join(cells) + " |")
             continue
         patch = r.get("patch")
@@ -84,18 +91,56 @@ def _pipeline_rows(rows: list[dict], device: str) -> list[str]:
         else:
             infer = "-"
         tflops = (f"{_num(r.get('tflops'))} / {_num(r.get('tflops_fp32'))}" if r.get("tflops") is not None else "-")
-        cells = [r["pipeline"], r["config"], size, amp, _num(r["steps_per_s"]),
-                 _num(r.get("speedup_vs_plain"), "{:.2f}x"), _num(r["data_batches_per_s"]),
+        loader = _num(r["data_batches_per_s"]) + (f" ({r['loader_margin']:.2g}x)" if r.get("loader_margin") else "")
+        whole = (f"{r['paper_steps']} steps: {_hours(r.get('projected_train_h'))}" if r.get("paper_steps") else "-")
+        cells = [r["pipeline"], r["config"], size, amp, _num(r["steps_per_s"]), _num(r.get("samples_per_s")),
+                 _num(r.get("speedup_vs_plain"), "{:.2f}x"), loader,
                  _num(r.get("step_gflop"), "{:.4g}"), tflops,
-                 _num(r.get("pct_of_bf16_peak"), "{:.2g}"), infer, _num(r["peak_memory_mb"], "{:.0f}")]
+                 _num(r.get("pct_of_bf16_peak"), "{:.2g}"), infer, _num(r["peak_memory_mb"], "{:.0f}"), whole]
         out.append("| " + " | ".join(cells) + " |")
         if r.get("flops_note") or r.get("flops_error"):
             said = (r.get("flops_note"), r.get("flops_error"))
             notes.append(f"- {r['pipeline']}: " + "; ".join(x for x in said if x))
+        if r.get("data_path"):
+            host = (f"; the host loader of the first GPU run: {r['host_loader_batches_per_s']:.3g} batches/s"
+                    if r.get("host_loader_batches_per_s") else "")
+            notes.append(f"- {r['pipeline']}: data {r['data_path']}{host}")
         if r.get("loader_is_bottleneck"):
-            notes.append(f"- {r['pipeline']}: the data loader ({r['data_batches_per_s']:.3g} batches/s, one process) "
-                         "is slower than the training step")
+            notes.append(f"- {r['pipeline']}: the data loader ({r['data_batches_per_s']:.3g} batches/s) is slower than "
+                         "the training step consumes")
     return out + ([""] + notes if notes else [])
+
+
+def _variant_rows(rows: list[dict]) -> list[str]:
+    """Settings timed on the same batches as medgen's step: steps/s and ratios."""
+    from medgen.bench import VARIANTS
+
+    lines = []
+    for r in rows:
+        for name, v in (r.get("variants") or {}).items():
+            if "error" in v:
+                lines.append(f"| {r['pipeline']} | {name} | error: {v['error'][:120]} | | | |")
+                continue
+            lines.append(f"| {r['pipeline']} | {name} | {_num(1 / v['step_s'])} | {_num(v['vs_default'], '{:.2f}x')} | "
+                         f"{_num(v.get('vs_plain'), '{:.2f}x')} | {_num(v.get('compile_s'), '{:.0f} s')} |")
+    if not lines:
+        return []
+    what = "; ".join(f"{k}: {why}" for k, (_, why) in VARIANTS.items())
+    return (["## Settings compared (same batches, same process)", "",
+             "| pipeline | setting | steps/s | vs medgen's step | vs plain fp32 | compile time |", "|---|---|---|---|---|---|"]
+            + lines + ["", what + ".", ""])
+
+
+def _profile_rows(rows: list[dict]) -> list[str]:
+    lines = []
+    for r in rows:
+        for which, ops in (r.get("profile") or {}).items():
+            lines += [f"### {r['pipeline']}: {'medgen' if which == 'default' else which} step", "",
+                      "| operator | ms per step | calls per step | share |", "|---|---|---|---|"]
+            lines += [f"| `{o['name']}` | {o['self_ms_per_step']:.3g} | {o['calls_per_step']:.0f} | "
+                      f"{100 * o['share']:.0f} % |" for o in ops]
+            lines.append("")
+    return (["## Where the step's time goes (torch.profiler, self time)", ""] + lines) if lines else []
 
 
 def format_report(report: dict) -> str:
@@ -109,8 +154,18 @@ def format_report(report: dict) -> str:
     else:
         lines.append("None measured yet." if not report.get("complete") else "None asked for.")
     lines += ["", "steps/s: full training steps (critic and generator updates) with medgen's settings (amp column: "
-              "bf16 autocast on CUDA by default). speedup over fp32: the same step in plain fp32 eager, time ratio. "
-              "GFLOP/step: torch FlopCounterMode (matmul / convolution, forward and backward; elementwise work "
-              "uncounted). TFLOP/s: GFLOP/step over the step time, medgen step / fp32 step. % of bf16 peak: the "
-              "medgen step's rate over the probe's bf16 rate. Loader: one process, no workers.", ""]
+              "bf16 autocast on CUDA by default; fused optimizers, cuDNN autotuning). samples/s: samples through "
+              "the step (all critic and generator batches). speedup over fp32: the same step in plain fp32 eager "
+              "(default optimizer kernels, no autotuning), time ratio. loader: the trainer's own loader (batches "
+              "cut on the device where train.data_on_device chose it), its margin = batches made / batches the "
+              "step consumes. GFLOP/step: torch FlopCounterMode (matmul / convolution, forward and backward; "
+              "elementwise work uncounted). TFLOP/s: GFLOP/step over the step time, medgen step / fp32 step. "
+              "% of bf16 peak: the medgen step's rate over the probe's bf16 rate. whole training: the config's "
+              "full length at these rates (step and loader time added).", ""]
+    lines += _variant_rows(report["pipelines"])
+    lines += _profile_rows(report["pipelines"])
+    from medgen.gpu_targets import format_targets, target_rows
+
+    lines += ["## Speed targets (docs/benchmarks.md)", ""] + format_targets(report.get("targets")
+                                                                              or target_rows(report)) + [""]
     return "\n".join(lines)

@@ -8,12 +8,20 @@ from medgen.data.phantoms import write_phantom_dataset
 def test_bench_one_measures_and_compares(tmp_path):
     root = tmp_path / "d"
     write_phantom_dataset("head", root, n_cases=4, seed=1, shape=(16, 16, 16))
-    r = bench_one("template_translation", None, [f"data.dataset={root}", "data.patch_size=[16,16,16]", "model.ngf=4"],
-                  steps=2, warmup=1, volume=24)
+    r = bench_one("template_translation", None, [f"data.dataset={root}", "data.patch_size=[16,16,16]", "model.ngf=4",
+                                                 "train.data_on_device=on"],
+                  steps=2, warmup=1, volume=24, variants=["fp32", "channels_last"], profile=True)
     for key in ("steps_per_s", "samples_per_s", "voxels_per_s", "data_batches_per_s", "speedup_vs_plain",
-                "volume_inference_s", "peak_memory_mb"):
+                "volume_inference_s", "peak_memory_mb", "loader_margin", "host_loader_batches_per_s",
+                "projected_train_h", "first_step_s"):
         assert r[key] > 0, key
-    assert r["patch"] == [16, 16, 16]
+    assert r["patch"] == [16, 16, 16] and r["paper_steps"] > 0 and r["data_path"].startswith("on ")
+    for name in ("fp32", "channels_last"):  # timed on the same batches, with their ratios
+        v = r["variants"][name]
+        assert v["step_s"] > 0 and v["vs_default"] > 0 and v["vs_plain"] > 0, v
+    for which in ("default", "plain"):  # where the step's time goes, largest first
+        ops = r["profile"][which]
+        assert ops and ops[0]["self_ms_per_step"] >= ops[-1]["self_ms_per_step"] > 0 and 0 < ops[0]["share"] <= 1
     # train.amp "auto": bf16 autocast on CUDA, none on a CPU (the suite runs on both)
     assert r["amp"] == ("torch.bfloat16" if r["device"].startswith("cuda") else "None"), r["device"]
     table = format_results([r, {"pipeline": "x", "error": ["boom"]}])

@@ -7,6 +7,7 @@ import time
 
 from medgen.cli import main
 from medgen.gpu_check import derive_rates, environment, git_commit, repo_root, run_benches
+from medgen.gpu_targets import target_rows
 from medgen.suite_run import plan_workers, run_suite, summary_counts
 
 MIXED = '''
@@ -114,3 +115,31 @@ def test_gpu_check_writes_json_and_markdown(tmp_path, monkeypatch, capsys):
     text = md.read_text()
     assert env["device_name"] in text and "0123abc" in text and f"{tests['passed']} passed" in text
     assert "| toy_denoise | defaults |" in text and "% of bf16 peak" in text
+
+
+def test_targets_judged_only_on_cuda_at_the_paper_configs():
+    rows = [{"pipeline": "mr_synthesis", "steps_per_s": 12.0, "speedup_vs_plain": 1.2, "loader_margin": 6.0,
+             "data_batches_per_s": 72.0, "batches_per_step": 1, "pct_of_bf16_peak": 9.0,
+             "variants": {"fp32": {"vs_default": 0.5}}},
+            {"pipeline": "pet_lowdose", "steps_per_s": 80.0, "speedup_vs_plain": 1.3, "loader_margin": 3.0,
+             "data_batches_per_s": 240.0, "variants": {"compile": {"vs_plain": 2.4, "step_s": 0.01}}},
+            {"pipeline": "oct_anogan", "samples_per_s": 9000.0, "step_gflop": 16000.0, "batch_size": 64,
+             "batches_per_step": 6, "loader_margin": 8.0, "data_batches_per_s": 900.0},
+            {"pipeline": "lesion_uda", "error": ["boom"]}]
+    names = [r["pipeline"] for r in rows]
+    report = {"environment": {"device": "cuda"}, "settings": {"configs": "paper", "pipelines": names},
+              "probe": {"bf16_tflops": 790.0}, "pipelines": rows}
+    got = {(r["pipeline"], r["target"]): r for r in target_rows(report)}
+    assert got[("mr_synthesis", ">= 10 steps/s")]["status"] == "met"
+    bf16 = got[("mr_synthesis", "bf16 step >= 1.5x the plain fp32 step")]
+    assert bf16["status"] == "not met" and "bf16 alone, same settings: 2.00x" in bf16["measured"]
+    assert got[("pet_lowdose", "loader >= 5x what the step consumes")]["status"] == "not met"
+    best = got[("pet_lowdose", ">= 2x the plain fp32 eager step")]
+    assert best["status"] == "met" and "(compile)" in best["measured"]
+    oct_row = got[("oct_anogan", ">= 20,000 images/s")]
+    # 16000 GFLOP over 384 images: 41.7 GFLOP each, so 790 TFLOP/s allow at most about 18,960 images/s
+    assert oct_row["status"] == "not met" and "18,960 images/s" in oct_row["note"]
+    assert got[("lesion_uda", ">= 17 steps/s")]["status"] == "unmeasured (bench failed)"
+    assert ("mr_to_ct", "fraction of the bf16 peak printed") not in got  # not asked for
+    cpu = dict(report, environment={"device": "cpu"})
+    assert all(r["status"].startswith("unmeasured") for r in target_rows(cpu))

@@ -52,6 +52,11 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch (0: torch's default); 1 is fastest on a loaded machine
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA, off on CPU
     compile: bool = False  # torch.compile the networks (GPU; costs about a minute per shape)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # reduce-overhead: CUDA graphs
+    data_on_device: Literal["auto", "on", "off"] = "auto"  # patch volumes kept on the GPU, batches cut there (auto: CUDA, if they fit)
+    fused_optimizer: Literal["auto", "on", "off"] = "auto"  # fused Adam / AdamW / SGD kernels (auto: on CUDA)
+    channels_last: bool = False  # channels-last (3D: channels_last_3d) networks and batches
+    cudnn_benchmark: bool = True  # let cuDNN time its convolution algorithms once per shape (CUDA, not deterministic)
     grad_clip: float = 0.0  # max gradient norm per update, 0 = off
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the pipeline's `ema_network`
     max_val_cases: int = 0  # 0: all validation cases

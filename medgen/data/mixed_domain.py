@@ -37,5 +37,26 @@ class MixedDomainDataset(torch.utils.data.Dataset):
         return item
 
 
+    def parts(self) -> dict:
+        return {k: ds for k, ds in (("source", self.source), ("target", self.target),
+                                    ("source_adv", self.source_adv)) if ds is not None}
+
+    def patch_datasets(self) -> list:
+        return list(self.parts().values())
+
+    # ----- the device-resident path (medgen.data.device_patches): each part cut on the device ----------------
+    def plan(self, i):
+        return {k: ds.plan(i) for k, ds in self.parts().items()}
+
+    def device_batch(self, plans, device) -> dict:
+        """What `default_collate([self[i] ...])` gives (each part's tensors only), cut on `device`."""
+        return {k: _device_tensors(ds.device_batch(plans[k], device)) for k, ds in self.parts().items()}
+
+
 def _tensors(item: dict) -> dict:
     return {k: v for k, v in item.items() if torch.is_tensor(v)}
+
+
+def _device_tensors(batch: dict) -> dict:
+    """The keys `_tensors` keeps in an item: the patches and the centre (bools and ids are plain values there)."""
+    return {k: v for k, v in batch.items() if torch.is_tensor(v) and k not in ("positive", "case_index")}

@@ -152,13 +152,9 @@ class PatchSampler:
             centre = tuple(int(v) for v in np.unravel_index(int(pool[rng.integers(pool.size)]), spatial))
         return centre, positive
 
-    def sample(self, case: Mapping[str, Any], rng: np.random.Generator, input_keys: Sequence[str],
-               target_keys: Sequence[str] = (), prepared: Mapping[str, np.ndarray] | None = None) -> dict:
-        """Crop one aligned patch pair from `case` (a dict of (C, *spatial) arrays/tensors).
-
-        Returns {key: patch array, ..., "centre": (ndim,) int array, "positive": bool (lesion mode)}.
-        """
-        keys = list(input_keys) + list(target_keys)
+    def spatial_shape(self, case: Mapping[str, Any], keys: Sequence[str]) -> tuple[int, ...]:
+        """The spatial shape every one of `keys` shares in `case` (a clear DataError when one is missing or
+        differs)."""
         if not keys:
             raise ConfigError("PatchSampler.sample needs at least one input key")
         missing = [k for k in keys if k not in case]
@@ -169,6 +165,19 @@ class PatchSampler:
             if tuple(case[k].shape[1:]) != spatial:
                 raise DataError(None, f"case {case.get('id', '?')!r}: key {k!r} has spatial shape "
                                       f"{tuple(case[k].shape[1:])}, {keys[0]!r} has {spatial}")
+        return spatial
+
+    def key_pad_value(self, key: str) -> float:
+        return float(self.pad_value.get(key, 0.0)) if isinstance(self.pad_value, Mapping) else float(self.pad_value)
+
+    def sample(self, case: Mapping[str, Any], rng: np.random.Generator, input_keys: Sequence[str],
+               target_keys: Sequence[str] = (), prepared: Mapping[str, np.ndarray] | None = None) -> dict:
+        """Crop one aligned patch pair from `case` (a dict of (C, *spatial) arrays/tensors).
+
+        Returns {key: patch array, ..., "centre": (ndim,) int array, "positive": bool (lesion mode)}.
+        """
+        keys = list(input_keys) + list(target_keys)
+        spatial = self.spatial_shape(case, keys)
         ins, outs = self.sizes(len(spatial))
         if prepared is None:
             prepared = self.prepare(case)
@@ -176,8 +185,7 @@ class PatchSampler:
         out: dict[str, Any] = {}
         for k in keys:
             size = ins if k in input_keys else outs
-            pv = self.pad_value.get(k, 0.0) if isinstance(self.pad_value, Mapping) else self.pad_value
-            out[k] = crop_centered(case[k], centre, size, self.pad_mode, pv)
+            out[k] = crop_centered(case[k], centre, size, self.pad_mode, self.key_pad_value(k))
         out["centre"] = np.asarray(centre, dtype=np.int64)
         if positive is not None:
             out["positive"] = positive
@@ -220,16 +228,24 @@ class PatchDataset(_torch_dataset_base()):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, i: int) -> dict:
-        import torch
-
+    def _index(self, i: int) -> int:
         if i < 0:
             i += self.length
         if not 0 <= i < self.length:
             raise IndexError(i)
-        rng = np.random.default_rng([self.seed, int(i)])
+        return int(i)
+
+    def _draw(self, i: int) -> tuple[np.random.Generator, int]:
+        """Item i's generator, after it has drawn the case: (rng, case index). The one place the draws start."""
+        rng = np.random.default_rng([self.seed, i])
         ci = int(rng.choice(len(self.cases), p=self.case_p)) if self.case_p is not None \
             else int(rng.integers(len(self.cases)))
+        return rng, ci
+
+    def __getitem__(self, i: int) -> dict:
+        import torch
+
+        rng, ci = self._draw(self._index(i))
         case = self.cases[ci]
         patch = self.sampler.sample(case, rng, self.input_keys, self.target_keys, self._prepared[ci])
         out: dict[str, Any] = {k: torch.from_numpy(np.ascontiguousarray(v))
@@ -239,6 +255,33 @@ class PatchDataset(_torch_dataset_base()):
         out["case_id"] = str(case.get("id", ci))
         out["case_index"] = ci
         return out
+
+    # ----- the device-resident path (medgen.data.device_patches) --------------------------------------------
+    def plan(self, i: int) -> dict:
+        """Item i without its voxels: the same draws as `__getitem__` (so the same case and centre), as small
+        tensors that a DataLoader collates; `device_batch` cuts the patches from volumes kept on the device."""
+        import torch
+
+        rng, ci = self._draw(self._index(i))
+        case = self.cases[ci]
+        spatial = self.sampler.spatial_shape(case, self.input_keys + self.target_keys)
+        centre, positive = self.sampler.choose_centre(spatial, rng, self._prepared[ci])
+        out = {"case_index": torch.tensor(ci, dtype=torch.int64), "centre": torch.tensor(centre, dtype=torch.int64)}
+        if positive is not None:
+            out["positive"] = torch.tensor(positive)
+        return out
+
+    def device_batch(self, plans: Mapping[str, Any], device) -> dict:
+        """The batch `default_collate([self[i] for i in indices])` would give, moved to `device`, from the
+        collated `plan(i)` of the same indices: patches cut by indexing volumes resident on `device`."""
+        from medgen.data.device_patches import resident_volumes
+
+        return resident_volumes(self, device).batch(plans)
+
+    def __getstate__(self):  # DataLoader workers get the cases, never a device copy of them
+        state = dict(self.__dict__)
+        state.pop("_resident", None)
+        return state
 
 
 def patches_covering(cases, key: str, patch_size) -> int:

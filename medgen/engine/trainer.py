@@ -17,6 +17,7 @@ import torch
 
 from medgen.config import save_config, to_dict
 from medgen.engine import distributed as ddp
+from medgen.engine import fast
 from medgen.engine.checkpoint import (disk_use, library_versions, link_checkpoint, load_checkpoint, remove_checkpoint,
                                       save_checkpoint)
 from medgen.engine.logging import RunLogger
@@ -85,6 +86,8 @@ class Trainer:
         self.dist = dist_info or ddp.DistInfo()
         self.device = pipeline.device
         self.amp = amp_dtype(self.tcfg.amp, self.device)
+        self.memory_format = fast.memory_format(self.tcfg.channels_last, pipeline.spatial_dims)
+        self.data_on_device, self.data_path, self.fused = False, "host (DataLoader)", []
         self.scalers: dict[str, torch.amp.GradScaler] = {}
         self.ema = None
         self.best_metric: float | None = None
@@ -102,11 +105,21 @@ class Trainer:
         if self.tcfg.threads > 0:
             torch.set_num_threads(self.tcfg.threads)
         seed_everything(self.tcfg.seed, self.dist.rank, self.tcfg.deterministic)
+        if self.device.type == "cuda" and not self.tcfg.deterministic:
+            # fixed training shapes: cuDNN times its algorithms once per shape and keeps the fastest
+            torch.backends.cudnn.benchmark = bool(self.tcfg.cudnn_benchmark)
         p.networks = {k: v.to(self.device) for k, v in p.build_networks().items()}
+        if self.memory_format is not None:
+            p.networks = {k: v.to(memory_format=self.memory_format) for k, v in p.networks.items()}
         for net in p.networks.values():
             ddp.broadcast_module(net)
         p.optimizers = p.build_optimizers(p.networks)
+        fused = fast.use_fused(self.tcfg.fused_optimizer, self.device)
+        p.optimizers = {k: fast.rebuild_optimizer(opt, fused) for k, opt in p.optimizers.items()}
+        self.fused = [k for k, opt in p.optimizers.items() if opt.defaults.get("fused")]
         self.dataset = p.train_dataset()
+        self.data_on_device, self.data_path = fast.choose_data_path(self.tcfg.data_on_device, self.dataset,
+                                                                   self.device, p.name)
         self.steps_per_epoch = self._steps_per_epoch()
         p.steps_per_epoch = self.steps_per_epoch
         self.total_steps = (
@@ -123,7 +136,8 @@ class Trainer:
             )
         if self.tcfg.compile:
             for name, net in p.networks.items():
-                p.networks[name] = torch.compile(net)
+                p.networks[name] = torch.compile(net, mode=None if self.tcfg.compile_mode == "default"
+                                                 else self.tcfg.compile_mode)
         self.val_every = self.tcfg.val_every or max(1, self.total_steps // 10)
         self.ckpt_every = self.tcfg.checkpoint_every or self.val_every
         self.start_step = 0
@@ -161,6 +175,11 @@ class Trainer:
             start_batch=start_step * per_step,
         )
         workers = self.cfg.data.num_workers
+        if self.data_on_device:
+            from medgen.data.device_patches import device_batches
+
+            return device_batches(self.dataset, sampler, self.tcfg.batch_size, self.device, workers,
+                                  seed=self.tcfg.seed)
         return iter(
             torch.utils.data.DataLoader(
                 self.dataset,
@@ -179,10 +198,13 @@ class Trainer:
         p = self.pipeline
         opt = p.optimizers[opt_name]
         opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss.detach()).all():
+        scaler = self.scalers.get(opt_name)
+        if scaler and not torch.isfinite(loss.detach()).all():  # fp16: before the scaler records anything
             self._bad_step(loss_name, opt_name)
             return False
-        scaler = self.scalers.get(opt_name)
+        # Otherwise backward even on a non-finite loss (its gradients are then non-finite too and the step is
+        # skipped): the loss and the gradient norm are checked together, one host sync per update instead of
+        # two, and every rank takes part in the gradient all-reduce whatever its own loss.
         (scaler.scale(loss) if scaler else loss).backward()
         params = [q for group in opt.param_groups for q in group["params"]]
         ddp.average_gradients(params, self.dist.world_size)
@@ -192,12 +214,18 @@ class Trainer:
         if self.tcfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, self.tcfg.grad_clip)
         else:
-            norm = torch.linalg.vector_norm(torch.stack([g.detach().float().norm() for g in grads])) if grads else None
+            norm = fast.total_norm(grads)  # a few multi-tensor kernels, not one per parameter
+        flags = [torch.isfinite(loss.detach()).all()] + ([torch.isfinite(norm)] if norm is not None else [])
+        finite = torch.stack(flags).tolist()
+        if not finite[0]:
+            opt.zero_grad(set_to_none=True)
+            self._bad_step(loss_name, opt_name)
+            return False
         if scaler:
             scaler.step(opt)  # the scaler itself skips inf/nan steps in fp16
             scaler.update()
         else:
-            if norm is not None and not torch.isfinite(norm):
+            if not all(finite):
                 opt.zero_grad(set_to_none=True)
                 self._bad_step(f"{loss_name} (gradient)", opt_name)
                 return False
@@ -257,7 +285,9 @@ class Trainer:
                   else f"train.iterations={self.tcfg.iterations}, {self.steps_per_epoch} steps/epoch")
         self.logger.info(
             f"{p.name}: {'resuming at' if self.start_step else 'starting'} step {self.start_step}/{self.total_steps} "
-            f"({length}) on {self.device} (amp={self.amp}, world={self.dist.world_size})"
+            f"({length}) on {self.device} (amp={self.amp}, world={self.dist.world_size}; data: {self.data_path}"
+            f"{'; fused optimizers ' + ', '.join(self.fused) if self.fused else ''}{'; channels-last' if self.memory_format else ''}"
+            f"{'; compiled (' + self.tcfg.compile_mode + ')' if self.tcfg.compile else ''})"
         )
         if self.dist.is_main:
             from medgen.engine.estimate import estimate_message
@@ -277,7 +307,10 @@ class Trainer:
                 t_step = time.perf_counter()
                 logs = self.run_step(batches)
                 if step == self.start_step:
-                    self._announce_duration(time.perf_counter() - t_step)
+                    first = time.perf_counter() - t_step
+                    if self.tcfg.compile:  # the first step pays for compilation: say what it cost
+                        self.logger.info(f"first step, torch.compile included: {first:.1f} s")
+                    self._announce_duration(first)
                 if self.dist.world_size > 1:
                     # Once per step, when no graph is alive: batch norm saves its running statistics for
                     # backward, so averaging them in place between two updates of one step breaks autograd.
@@ -326,11 +359,17 @@ class Trainer:
         `batches`, under the run's autocast. Returns the step's logged tensors (no host sync)."""
         p = self.pipeline
         logs = {}
+        if self.tcfg.compile and self.tcfg.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # a new training step: the last one's graph outputs are done
         with self.autocast():
             for _ in range(p.critic_steps):
-                logs.update(p.critic_step(move_batch(next(batches), self.device)))
-            logs.update(p.train_step(move_batch(next(batches), self.device)))
+                logs.update(p.critic_step(self._on_device(next(batches))))
+            logs.update(p.train_step(self._on_device(next(batches))))
         return logs
+
+    def _on_device(self, batch):
+        batch = move_batch(batch, self.device)
+        return fast.to_memory_format(batch, self.memory_format) if self.memory_format is not None else batch
 
     def _watch_discriminators(self, step: int, values: dict) -> None:
         """Report a discriminator whose loss stays near zero: it wins outright and the generator learns little."""
@@ -484,6 +523,8 @@ class Trainer:
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         p.load_state_dict(state.get("pipeline_state") or {})
+        for opt in p.optimizers.values():  # this run's kernels, whatever the checkpoint's run used
+            fast.restore_optimizer_impl(opt)
         rng = state["rng"]
         set_rng_state(rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0])
         self.start_step = int(state["step"])

@@ -38,6 +38,7 @@ class OCTModelConfig:
     latent_dim: int = 128  # Schlegl 2019: z 128-d, N(0, 1)
     dim: int = 64  # Gulrajani 64x64 ResNet base width (G, critic and izi_f encoder)
     gradient_penalty: float = 10.0  # Schlegl 2019 / Gulrajani: lambda_GP 10
+    gp_precision: Literal["fp32", "amp"] = "fp32"  # ours: the penalty's double backward outside bf16 autocast (see medgen.losses.gradient_penalty)
     critic_steps: int = 5  # Schlegl 2019: 5 critic iterations per generator iteration
     lr: float = 1e-4  # Schlegl 2019: Adam 1e-4
     betas: list[float] = field(default_factory=lambda: [0.0, 0.9])  # Schlegl 2019: Adam betas (0, 0.9)

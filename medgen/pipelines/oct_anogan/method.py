@@ -178,11 +178,16 @@ class OCTAnoGAN(Pipeline):
         from medgen.losses import gradient_penalty
 
         G, D = self.networks["G"], self.networks["D"]
+        m = self.config.model
         x = batch["image"]
+        n = x.shape[0]
         with torch.no_grad():
-            fake = G(self._z(x.shape[0], x.device))
-        wdist = D(x).mean() - D(fake).mean()
-        gp = gradient_penalty(D, x, fake, weight=self.config.model.gradient_penalty)
+            fake = G(self._z(n, x.device))
+        # One critic pass over real and fake together (fewer, larger kernels): the critic normalises each sample
+        # on its own (layer norm, no batch norm), so the scores are those of two separate passes.
+        scores = D(torch.cat([x, fake.to(x.dtype)]))
+        wdist = scores[:n].mean() - scores[n:].mean()
+        gp = gradient_penalty(D, x, fake, weight=m.gradient_penalty, precision=m.gp_precision)
         loss = -wdist + gp
         self.update("D", loss)
         return {"loss_d": loss.detach(), "wasserstein": wdist.detach(), "gp": gp.detach()}
