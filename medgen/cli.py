@@ -319,20 +319,40 @@ def _cmd_baselines(args) -> int:
 
 
 def _add_export(sub):
-    p = sub.add_parser("export", help="export a trained network to TorchScript or ONNX, checked against the eager model")
+    p = sub.add_parser("export", help="export a trained run: a MONAI bundle, or TorchScript / ONNX files with metadata, "
+                                      "each checked against medgen (docs/outputs.md#export)")
     p.add_argument("run", help="a run directory or a checkpoint file")
-    p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
-    p.add_argument("--network", default=None, help="which network (default: every exportable one)")
-    p.add_argument("--out", default=None, help="output folder (default: <run>/export)")
+    p.add_argument("--format", choices=("bundle", "torchscript", "onnx"), default="torchscript",
+                   help="bundle: a MONAI bundle reproducing medgen infer (3D image pipelines, lesion_uda); "
+                        "torchscript / onnx: every exportable network (default: torchscript)")
+    p.add_argument("--network", default=None, help="torchscript / onnx: only this one (default: every exportable one)")
+    p.add_argument("--out", default=None, help="output folder (default: <run>/export, a bundle <run>/export/bundle)")
     p.add_argument("--checkpoint", default="best", help="best | last")
+    p.add_argument("--overwrite", action="store_true", help="replace files (a bundle) a previous export wrote there")
+    p.add_argument("--dataset", default=None, help="bundle: verify on a case of this dataset instead of the run's")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="bundle: skip running it beside medgen infer on one case (recorded in its metadata)")
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(args) -> int:
     from medgen.engine.commands import export
 
-    for path in export(args.run, fmt=args.format, network=args.network, out=args.out, checkpoint=args.checkpoint):
+    result = export(args.run, fmt=args.format, network=args.network, out=args.out, checkpoint=args.checkpoint,
+                    overwrite=args.overwrite, dataset=args.dataset, verify=args.verify)
+    for path in result["written"]:
         print(f"wrote {path}")
+    for why in result["skipped"]:
+        print(f"not exported: {why}")
+    ver = result.get("verification")
+    if ver and ver.get("outputs"):
+        for name, r in ver["outputs"].items():
+            print(f"checked against medgen infer on case {ver['case']}: {name} max abs difference "
+                  f"{r['max_abs_difference']:.3g} (values up to {r['max_abs_value']:.3g})")
+    elif ver:
+        print(f"not checked against medgen infer: {ver.get('skipped')}")
+    for note in result.get("notes") or []:
+        print(f"note: {note}")
     return 0
 
 

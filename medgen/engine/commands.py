@@ -403,27 +403,25 @@ def evaluate(predictions, references=None, out=None, split: str | None = None, o
                                 where=where)
 
 
-def export(run, fmt: str = "torchscript", network: str | None = None, out=None, checkpoint: str = "best") -> list[Path]:
-    """Export the trained networks of every stage; each file is checked numerically against the eager model."""
-    from medgen.engine.export import export_onnx, export_torchscript
+def export(run, fmt: str = "torchscript", network: str | None = None, out=None, checkpoint: str = "best",
+           overwrite: bool = False, dataset: str | None = None, verify: bool = True) -> dict:
+    """Export a trained run (medgen.engine.export, medgen.engine.bundle): `fmt` "bundle" writes a MONAI bundle
+    (default `<run>/export/bundle`) verified against `medgen infer` on a case of the run's dataset (or of
+    `dataset`); "torchscript" / "onnx" write every stage's exportable modules (default into `<run>/export`),
+    each checked numerically against the eager module. All or nothing: a failed export leaves no files and no
+    empty folder. Returns {"written": [paths], "skipped": [why], "verification": record or None}."""
+    from medgen.engine.bundle import export_bundle
+    from medgen.engine.export import FORMATS, export_networks
 
-    cls, cfg, stages, run_dir = load_trained(run, checkpoint, device="cpu")
-    out = Path(out) if out else Path(run_dir) / "export"
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for stage in stages:
-        examples = stage.export_examples()
+    if fmt not in FORMATS:
+        raise MedgenError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    cls, cfg, stages, run_dir = load_trained(run, checkpoint, device="cpu", dataset=dataset)
+    if fmt == "bundle":
         if network:
-            if network not in examples:
-                raise MedgenError(f"pipeline '{cls.name}' exports {sorted(examples) or 'no networks'}, not '{network}'")
-            examples = {network: examples[network]}
-        if not examples:
-            raise MedgenError(f"pipeline '{cls.name}' declares no exportable networks")
-        for name, example in examples.items():
-            tag = f"{name}_stage{stage.stage}" if len(stages) > 1 else name
-            net = stage.networks[name].eval()
-            if fmt == "onnx":
-                written.append(export_onnx(net, example, out / f"{tag}.onnx"))
-            else:
-                written.append(export_torchscript(net, example, out / f"{tag}.pt"))
-    return written
+            raise MedgenError("--network does not apply to --format bundle: a bundle holds what inference runs")
+        result = export_bundle(cls, cfg, stages, run_dir, out, overwrite=overwrite, checkpoint=checkpoint,
+                               verify=verify)
+        return {"written": [result["bundle"]], "skipped": [], "verification": result["verification"],
+                "notes": result["notes"]}
+    written, skipped = export_networks(cls.name, stages, run_dir, fmt, network, out, overwrite=overwrite)
+    return {"written": written, "skipped": skipped, "verification": None, "notes": []}

@@ -196,7 +196,25 @@ class ImageToImagePipeline(Pipeline):
         return {k: v[0].float().cpu() for k, v in out.items()}
 
     def export_examples(self) -> dict:
-        return {self.generator: torch.zeros(1, len(self.network_keys()), *self.config.data.patch_size)}
+        """The generator, fully convolutional: traced on one inference window (`infer.window` where the method
+        has one, else `data.patch_size`) and checked on two windows twice as long on the last axis."""
+        from medgen.engine.export import Exportable
+
+        keys = self.network_keys()
+        size = [int(s) for s in (getattr(self.config.infer, "window", None) or self.config.data.patch_size)]
+        gen = torch.Generator().manual_seed(0)
+        example = torch.rand(1, len(keys), *size, generator=gen) * 2 - 1
+        longer = torch.rand(2, len(keys), *size[:-1], 2 * size[-1], generator=gen) * 2 - 1
+        presets = {k.name: getattr(k.preset, "name", k.preset) for k in self.case_keys() if k.role == "input"}
+        return {self.generator: Exportable(
+            example=example, input_names=("image",), output_names=("pred",), dynamic_spatial=True,
+            other_examples=(longer,),
+            description=f"{self.description}: stage {self.stage} generator, normalised {', '.join(keys)} -> "
+                        f"normalised {self.target_key()}",
+            metadata={"channels": keys, "presets": presets, "window": size,
+                      "sliding_window": {"overlap": self.config.infer.overlap, "blend": self.config.infer.blend},
+                      "units": "the presets' normalised units in and out (medgen.data.presets; the inverse of the "
+                               "target's preset maps the output back)"})}
 
     # ----- outputs: source units and geometry -----------------------------------------------------------------
     def to_source_units(self, case, tensor: torch.Tensor, params: dict | None) -> np.ndarray:

@@ -261,6 +261,30 @@ class ExpressionVAE(Pipeline):
         cols = [f"{self.latent_prefix}{i}" for i in range(w.shape[1])]
         return rot, pd.DataFrame(w, index=pd.Index(self.prepare().features, name="feature"), columns=cols)
 
+    def export_examples(self) -> dict:
+        """The encoder: min-max scaled rows of the selected features -> latent features as `medgen infer` writes
+        them (Tybalt: the means; ADAGE: the hidden code; rotated when `model.latent_rotation` asks for it)."""
+        from medgen.engine.export import Exportable
+
+        fitted = self.prepare()
+        net = self.networks[self.net_name]
+        rot = self.latent_rotation()
+        gen = torch.Generator().manual_seed(0)
+        n = self.n_features
+        scaler = fitted.scaler.to_dict()
+        d = self.config.data
+        return {"encoder": Exportable(
+            example=torch.rand(2, n, generator=gen), module=LatentEncoder(net, self.config.model.method, rot),
+            input_names=("features",), output_names=("latent",), other_examples=(torch.rand(7, n, generator=gen),),
+            description=f"{self.config.model.method} encoder: scaled expression of {n} features -> "
+                        f"{self.config.model.latent_dim} latent features ({self.latent_prefix}0..)",
+            metadata={"preprocessing": {"transform": d.transform, "feature_selection": d.feature_selection,
+                                        "features": list(fitted.features),
+                                        "scaling": "x' = (x - min) / (max - min) per feature (max = min: range 1), "
+                                                   "fitted on the training split",
+                                        "min": scaler["min"], "max": scaler["max"], "clip": scaler["clip"]},
+                      "latent_rotation": self.config.model.latent_rotation})}
+
     def outputs(self, case, prediction: dict) -> dict:
         """`latent` (the split's latent means), `tsne` (PNG), `gene_weights` and `top_genes` (one file for the
         run), all in the readout of `model.latent_rotation`, and the split's reconstruction scores as values."""
@@ -287,3 +311,18 @@ class ExpressionVAE(Pipeline):
         for name, value in self.reconstruction_scores(prediction, case).items():
             out[name] = Output(value, "value", "BCE x features" if name in ("reconstruction", "loss") else name)
         return out
+
+
+class LatentEncoder(torch.nn.Module):
+    """Scaled expression rows -> the latent features `medgen infer` writes: the VAE's means (Tybalt) or the
+    hidden code (ADAGE), times the varimax rotation when one is used. What `medgen export` writes."""
+
+    def __init__(self, net: torch.nn.Module, method: str, rotation: np.ndarray | None = None):
+        super().__init__()
+        self.net, self.method = net, method
+        eye = torch.eye(int(net.latent_dim if method == "tybalt" else net.encoder.out_features))
+        self.register_buffer("rotation", eye if rotation is None else torch.as_tensor(rotation, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.net.encoder(x)[0] if self.method == "tybalt" else self.net.encode(x)
+        return z @ self.rotation

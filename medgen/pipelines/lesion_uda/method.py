@@ -367,14 +367,42 @@ class LesionUDA(Pipeline):
         return logs
 
     # ----- prediction and evaluation ----------------------------------------------------------------------------
+    def lesion_probability(self, net=None) -> "LesionProbability":
+        """The segmenter as a module returning lesion probabilities (DeepMedic: output segments of
+        infer.output_size): what prediction runs on each window, and what `medgen export` writes."""
+        deepmedic = self.config.model.segmenter == "deepmedic"
+        return LesionProbability(net if net is not None else self.inference_network("S"),
+                                 self.config.infer.output_size if deepmedic else None)
+
     def predict_windows(self, windows: torch.Tensor) -> dict:
         """Lesion probabilities of a batch of input windows (DeepMedic: output segments of infer.output_size)."""
-        net = self.inference_network("S")
-        if self.config.model.segmenter == "deepmedic":
-            logits = net(windows, output_size=self.config.infer.output_size)
+        return {"lesion_prob": self.lesion_probability()(windows)}
+
+    def export_examples(self) -> dict:
+        """The segmenter with its softmax (lesion probability out): the U-Net is fully convolutional (checked on
+        a window twice as long on the last axis); DeepMedic takes its context window for infer.output_size."""
+        from medgen.engine.export import Exportable
+
+        inf = self.config.infer
+        deepmedic = self.config.model.segmenter == "deepmedic"
+        if deepmedic:
+            size = list(self.networks["S"].input_sizes(tuple(int(s) for s in inf.output_size)).context)
         else:
-            logits = net(windows)
-        return {"lesion_prob": torch.softmax(logits.float(), 1)[:, 1:2]}
+            size = [int(s) for s in self.config.data.patch_size]
+        n = len(self.network_keys())
+        gen = torch.Generator().manual_seed(0)
+        example = torch.randn(1, n, *size, generator=gen)
+        other = torch.randn(2, n, *size, generator=gen) if deepmedic else \
+            torch.randn(2, n, *size[:-1], 2 * size[-1], generator=gen)
+        preset = "zscore" if self.config.data.intensity == "zscore" else "mr"
+        return {"S": Exportable(
+            example=example, module=self.lesion_probability(self.networks["S"]), input_names=("image",),
+            output_names=("lesion_prob",), dynamic_spatial=not deepmedic, other_examples=(other,),
+            description=f"{self.config.model.segmenter} lesion segmenter: normalised {', '.join(self.network_keys())}"
+                        " -> lesion probability",
+            metadata={"channels": self.network_keys(), "presets": {k: preset for k in self.network_keys()},
+                      "window": size, "output_window": list(inf.output_size) if deepmedic else size,
+                      "threshold": inf.threshold, "units": "probability of the lesion class (softmax channel 1)"})}
 
     def predict_case(self, case) -> dict:
         inf = self.config.infer
@@ -451,3 +479,16 @@ def _voxel_spacing(case, key: str):
         return None
     aff = np.asarray(aff.cpu() if torch.is_tensor(aff) else aff, dtype=float)
     return tuple(np.sqrt((aff[:3, :3] ** 2).sum(0)))
+
+
+class LesionProbability(torch.nn.Module):
+    """A segmenter's lesion probability, softmax channel 1 of its logits (DeepMedic with a fixed output size)."""
+
+    def __init__(self, net: torch.nn.Module, output_size=None):
+        super().__init__()
+        self.net = net
+        self.output_size = tuple(int(s) for s in output_size) if output_size is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x, output_size=self.output_size) if self.output_size is not None else self.net(x)
+        return torch.softmax(logits.float(), 1)[:, 1:2]

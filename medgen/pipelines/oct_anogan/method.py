@@ -232,13 +232,7 @@ class OCTAnoGAN(Pipeline):
         return {"loss_izif": loss.detach()}
 
     def _izif(self, x, E, G, D):
-        """izi_f: per-patch MSE(x, G(E(x))) + kappa * MSE(f(x), f(G(E(x)))); also the reconstruction."""
-        rec = G(E(x))
-        _, fx = D(x, return_features=True)
-        _, fr = D(rec, return_features=True)
-        img = ((x - rec) ** 2).flatten(1).mean(1)
-        feat = ((fx[-1] - fr[-1]) ** 2).flatten(1).mean(1)
-        return img + self.config.model.kappa * feat, rec
+        return izif(x, E, G, D, self.config.model.kappa)
 
     # ----- scoring -------------------------------------------------------------------------------------------
     def score_patches(self, x: torch.Tensor, mapping_steps: int | None = None, seed: int = 0):
@@ -288,6 +282,45 @@ class OCTAnoGAN(Pipeline):
         with torch.no_grad():
             score, rec = loss_fn(z.detach())
         return score, rec
+
+    def export_examples(self) -> dict:
+        """The networks that make a patch's score, and the scorer itself (patches -> score, residual map), on
+        normalised patches of data.patch_size; none of them is fully convolutional (dense layers)."""
+        from medgen.engine.export import Exportable
+
+        m, p = self.config.model, [int(s) for s in self.config.data.patch_size]
+        gen = torch.Generator().manual_seed(0)
+        patches = torch.rand(2, 1, *p, generator=gen) * 2 - 1
+        more = torch.rand(5, 1, *p, generator=gen) * 2 - 1
+        how = {"patch_size": p, "patch_units": "the B-scan through the oct preset to [-1, 1] (uint8: x / 127.5 - 1)",
+               "image_score": f"mean of the top {self.config.infer.top_k_fraction:.0%} patch scores of the patches "
+                              "centred in the retina band (medgen.inference.tiles, medgen.data.retina)",
+               "anomaly_map": "the residuals averaged over overlapping patches",
+               "overlap": self.config.infer.overlap, "method": self.method}
+        patch = dict(example=patches, input_names=("patch",), other_examples=(more,), metadata=how)
+        if self.method == "autoencoder":
+            return {"AE": Exportable(**patch, output_names=("reconstruction",),
+                                     description="convolutional autoencoder: patch -> reconstruction"),
+                    "scorer": Exportable(**patch, module=PatchScorer(self.method, self.networks),
+                                         output_names=("score", "residual"),
+                                         description="anomaly score (MSE) and residual |x - AE(x)| of each patch")}
+        latent = m.latent_dim if self.method == "fanogan" else m.dcgan_latent_dim
+        z = torch.randn(1, latent, generator=gen) if self.method == "fanogan" else torch.rand(1, latent, generator=gen) * 2 - 1
+        out = {"G": Exportable(example=z, input_names=("z",), output_names=("patch",), other_examples=(z.repeat(3, 1),),
+                               description=f"generator: latent z ({latent}) -> patch in [-1, 1]", metadata=how)}
+        if self.method == "fanogan":
+            out["E"] = Exportable(**patch, output_names=("z",), description="izi_f encoder: patch -> latent z")
+            out["scorer"] = Exportable(**patch, module=PatchScorer(self.method, self.networks, m.kappa),
+                                       output_names=("score", "residual"),
+                                       description="f-AnoGAN izi_f anomaly score of each patch and its residual "
+                                                   "|x - G(E(x))|")
+        else:
+            out["D"] = Exportable(**patch, output_names=("logit",),
+                                  description="DCGAN discriminator: patch -> real / fake logit")
+            out["scorer"] = Exportable(unavailable="AnoGAN scores a patch by optimising its latent code with "
+                                                   f"{m.mapping_steps} gradient steps at test time, which is not a "
+                                                   "fixed graph; export G and D and run the mapping yourself")
+        return out
 
     def predict_case(self, case):
         """Tile the B-scan, score the patches centred in the retina band, aggregate and stitch."""
@@ -431,6 +464,36 @@ class OCTAnoGAN(Pipeline):
 
     def state_dict(self):
         return {"method": self.method}
+
+
+def izif(x, E, G, D, kappa: float):
+    """izi_f: per-patch MSE(x, G(E(x))) + kappa * MSE(f(x), f(G(E(x)))); also the reconstruction."""
+    rec = G(E(x))
+    _, fx = D(x, return_features=True)
+    _, fr = D(rec, return_features=True)
+    img = ((x - rec) ** 2).flatten(1).mean(1)
+    feat = ((fx[-1] - fr[-1]) ** 2).flatten(1).mean(1)
+    return img + kappa * feat, rec
+
+
+class PatchScorer(torch.nn.Module):
+    """(anomaly score, residual |x - reconstruction|) of a batch of normalised patches, as `score_patches`
+    computes them: f-AnoGAN's izi_f with E, G and D, or the autoencoder's MSE. What `medgen export` writes
+    as the scorer."""
+
+    def __init__(self, method: str, networks: dict, kappa: float = 1.0):
+        super().__init__()
+        self.method, self.kappa = method, float(kappa)
+        keep = ("E", "G", "D") if method == "fanogan" else ("AE",)
+        self.nets = torch.nn.ModuleDict({k: networks[k] for k in keep})
+
+    def forward(self, x: torch.Tensor):
+        if self.method == "fanogan":
+            score, rec = izif(x, self.nets["E"], self.nets["G"], self.nets["D"], self.kappa)
+        else:
+            rec = self.nets["AE"](x)
+            score = ((x - rec) ** 2).flatten(1).mean(1)
+        return score, (x - rec).abs()
 
 
 def _save_figure(fig, path) -> None:

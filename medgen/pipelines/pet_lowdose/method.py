@@ -72,19 +72,7 @@ class PetLowdose(ImageToImagePipeline):
         return case
 
     def _noise_robust_rescale(self, x: torch.Tensor, params: dict) -> float:
-        """Factor that moves the PET preset's scale (99.5th percentile of the raw, noisy input) to the same
-        percentile of the input smoothed by `data.scale_smoothing_vox`: a noisy image's high percentile is
-        mostly noise, so the raw scale - and with it the normalised input and target - depended on the dose.
-        SUV scaling (dose / weight known) is noise-free and kept as it is."""
-        from scipy.ndimage import gaussian_filter
-
-        sigma = float(self.config.data.scale_smoothing_vox)
-        if sigma <= 0 or float(params.get("suv_factor", 0.0) or 0.0) > 0:
-            return 1.0
-        smooth = gaussian_filter(x[0].double().numpy(), sigma, mode="nearest")
-        pos = smooth[smooth > 0]
-        rel = float(np.percentile(pos, 99.5)) if pos.size else 0.0
-        return rel if np.isfinite(rel) and rel > 0 else 1.0
+        return noise_robust_rescale(x, params, float(self.config.data.scale_smoothing_vox))
 
     def output_params(self, case) -> dict:
         return case.norm[self.config.data.input_key]
@@ -171,3 +159,20 @@ class PetLowdose(ImageToImagePipeline):
     def describe_evaluation(self) -> dict:
         simulated = (self.data.datalist.metadata.get("simulated") or {}).get("low_dose")
         return dict(super().describe_evaluation(), low_dose_simulated=bool(simulated))
+
+
+def noise_robust_rescale(x: torch.Tensor, params: dict, sigma: float) -> float:
+    """Factor that moves the PET preset's scale (99.5th percentile of the raw, noisy input) to the same
+    percentile of the input smoothed by `sigma` voxels (`data.scale_smoothing_vox`): a noisy image's high
+    percentile is mostly noise, so the raw scale - and with it the normalised input and target - depended on
+    the dose. SUV scaling (dose / weight known) is noise-free and kept as it is. A function of its own because
+    the exported MONAI bundle applies it too (`medgen.engine.bundle_transforms`)."""
+    from scipy.ndimage import gaussian_filter
+
+    if sigma <= 0 or float(params.get("suv_factor", 0.0) or 0.0) > 0:
+        return 1.0
+    values = x.as_tensor() if hasattr(x, "as_tensor") else x  # a MetaTensor in the bundle
+    smooth = gaussian_filter(values[0].double().numpy(), sigma, mode="nearest")
+    pos = smooth[smooth > 0]
+    rel = float(np.percentile(pos, 99.5)) if pos.size else 0.0
+    return rel if np.isfinite(rel) and rel > 0 else 1.0
