@@ -28,8 +28,10 @@ and `medgen infer` on one case of the run's dataset (cropped to a few windows) a
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -261,9 +263,11 @@ def bundle_plan(stages) -> BundlePlan:
         return _image_to_image_plan(stages)
     if first.name == "lesion_uda":
         return _lesion_plan(stages)
-    raise MedgenError(f"pipeline '{first.name}' has no MONAI bundle: its inference is not a sliding window over "
-                      "NIfTI volumes (bundles cover the 3D image-to-image pipelines and lesion_uda); export its "
-                      "networks with --format torchscript or --format onnx")
+    what = {0: "works on tables, not images", 2: "scores 2D images patch by patch and aggregates the patches"}.get(
+        first.spatial_dims, "has no sliding-window inference over NIfTI volumes")
+    raise MedgenError(f"pipeline '{first.name}' has no MONAI bundle: a bundle reproduces sliding-window inference over "
+                      f"NIfTI volumes (the 3D image-to-image pipelines and lesion_uda), and {first.name} {what}; "
+                      "export its networks with --format torchscript or --format onnx")
 
 
 # ----- the config files -----------------------------------------------------------------------------------------
@@ -358,7 +362,6 @@ def metadata(plan: BundlePlan, cls, stages, run_dir, checkpoint: str) -> dict:
         "changelog": {"0.1.0": f"exported by medgen {v['medgen']} from run {Path(run_dir).name} ({checkpoint} checkpoint)"},
         "monai_version": v["monai"], "pytorch_version": v["torch"], "numpy_version": v["numpy"],
         "required_packages_version": required,
-        "optional_packages_version": {},
         "name": f"{cls.name}_{Path(run_dir).name}",
         "task": plan.task,
         "description": f"{cls.description}, trained with medgen (run {Path(run_dir).name}); inference as `medgen infer`",
@@ -498,7 +501,7 @@ def _crop_to(path_in, path_out: Path, size) -> tuple[int, ...]:
     return tuple(crop.shape)
 
 
-def _sample_entry(stages, dataset=None) -> tuple[str, dict]:
+def _sample_entry(stages) -> tuple[str, dict]:
     """The first case of the test split (else validation, training) of the run's dataset: its entry."""
     source = stages[0].data
     for split in ("test", "validation", "training"):
@@ -542,14 +545,26 @@ def verify_bundle(bundle: Path, plan: BundlePlan, stages, run_dir, checkpoint: s
         raise MedgenError(f"cannot verify the bundle: medgen infer failed on case '{cid}': {got.get('error')}")
     n = len(stages)
     ref_files = {f["name"]: f["path"] for f in got["files"] if "path" in f and f.get("stage", 1) == n}
-    with torch.random.fork_rng(), torch.no_grad():
-        workflow = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"),
-                                  meta_file=str(bundle / "configs" / "metadata.json"), logging_file=False,
-                                  workflow_type=None, bundle_root=str(bundle), dataset_json=str(data / "dataset.json"),
-                                  output_dir=str(work / "bundle"))
-        workflow.initialize()
-        workflow.run()
-        workflow.finalize()
+    # MONAI logs its whole config summary at INFO: quiet while it runs
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("monai.bundle")]
+    loggers.append(logging.getLogger("monai.bundle"))
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with torch.random.fork_rng(), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            # on the CPU, as medgen infer here: the comparison is of the two pipelines, not of two devices
+            workflow = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"),
+                                      meta_file=str(bundle / "configs" / "metadata.json"), logging_file=False,
+                                      workflow_type=None, bundle_root=str(bundle), device="$torch.device('cpu')",
+                                      dataset_json=str(data / "dataset.json"), output_dir=str(work / "bundle"))
+            workflow.initialize()
+            workflow.run()
+            workflow.finalize()
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
     outputs = {}
     for o in plan.outputs:
         found = sorted((work / "bundle").rglob(f"*_{o['postfix']}.nii.gz"))
@@ -586,7 +601,10 @@ def export_bundle(cls, cfg, stages, run_dir, out=None, overwrite: bool = False, 
     (and only when it is a medgen bundle). Returns {"bundle": path, "verification": record}."""
     from medgen.config import to_dict
 
-    plan = bundle_plan(stages)
+    try:
+        plan = bundle_plan(stages)
+    except MedgenError as exc:
+        raise MedgenError(f"{run_dir}: {exc}") from None
     out = Path(out) if out else Path(run_dir) / "export" / "bundle"
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
