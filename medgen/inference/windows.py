@@ -13,7 +13,6 @@ import itertools
 import math
 from typing import Callable
 
-import numpy as np
 import torch
 
 LARGE_VOLUME_VOXELS = 128**3

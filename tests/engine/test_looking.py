@@ -2,7 +2,6 @@
 loss family, montages with colour bars in one orientation, progress bars on infer and evaluate."""
 
 import numpy as np
-import pytest
 
 from medgen.config import load_config
 from medgen.engine.logging import RunLogger, loss_families, progress_bar, spans_decades
