@@ -774,8 +774,8 @@ def bad_inputs() -> list[BadInput]:
         BadInput("dims_4d_singleton", "t1 is 4D with a trailing axis of 1 (24^3 x 1): the same volume",
                  per_case_file("t1", w_array(lambda a: a[..., None])), {"check": E, "train": E, "infer": E},
                  tokens=t1),
-        BadInput("dims_5d", "t1 is 5D (24^3 x 1 x 3)", per_case_file("t1", w_array(lambda a: np.stack([a] * 3, -1)[..., None, :])),
-                 ALL_R, tokens=t1),
+        BadInput("dims_5d", "t1 is 5D (24^3 x 1 x 3)",
+                 per_case_file("t1", w_array(lambda a: np.stack([a] * 3, -1)[..., None, :])), ALL_R, tokens=t1),
         BadInput("channels_3", "t1 has 3 channels (24^3 x 3) where one contrast is expected",
                  per_case_file("t1", w_array(lambda a: np.stack([a, a * 0.5, a * 0.2], -1))), ALL_R, tokens=t1),
         # --- values ---
@@ -1785,7 +1785,8 @@ def _(ctx):
     if res.rc == 0:
         return Outcome("silent_wrong", "exit 0 after an exploding run")
     words = [w.strip(".,;:'\"()") for w in res.err.split()]
-    missing = [w for w in words if w.endswith(".pt") and not (Path(w) if Path(w).is_absolute() else ctx.root / w).exists()]
+    missing = [w for w in words
+               if w.endswith(".pt") and not (Path(w) if Path(w).is_absolute() else ctx.root / w).exists()]
     if missing:
         return Outcome("silent_wrong", f"the error names a checkpoint that does not exist: {missing[0]}")
     return error_outcome(res, ("non-finite", "diverg"))
@@ -2285,7 +2286,8 @@ class Fuzz:
             path.write_bytes(data)
             ds = self.dir / "check" / fid
             ds.mkdir(parents=True)
-            (ds / "dataset.json").write_text(json.dumps({"keys": {"t1": "image"}, "test": [{"id": fid, "t1": str(path)}]}))
+            (ds / "dataset.json").write_text(json.dumps({"keys": {"t1": "image"},
+                                                         "test": [{"id": fid, "t1": str(path)}]}))
             self.files[fid] = {"path": path, "mutations": done, "expected_shape": expected_shape(path)}
         return list(self.files)
 
@@ -2393,7 +2395,8 @@ class Fuzz:
                 return Outcome("silent_wrong", "infer used a file check-data calls bad: " + check["line"], details)
             return Outcome("ok", "readable: checked OK and predicted", details)
         if check["state"] == "ok":
-            return Outcome("silent_wrong", "check-data called OK a file infer rejects: " + inf.get("error", ""), details)
+            return Outcome("silent_wrong", "check-data called OK a file infer rejects: " + inf.get("error", ""),
+                           details)
         return Outcome("clear_error", "check-data and infer both reject it: " + check["line"], details)
 
 
