@@ -30,12 +30,29 @@ def forward_gflop(network: torch.nn.Module, example: torch.Tensor) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def _network_examples(pipeline) -> dict[str, torch.Tensor]:
+    """{network name: example input} of the pipeline's own networks among what it offers for export (a scorer
+    or encoder wrapper built for export is not a network the training step runs)."""
+    from medgen.engine.export import exportables
+
+    try:
+        offered = exportables(pipeline)
+    except Exception:  # noqa: BLE001 - nothing to estimate from
+        return {}
+    examples = {name: item.example for name, item in offered.items()
+                if name in pipeline.networks and isinstance(item.example, torch.Tensor)}
+    # the training step runs on data.patch_size, which an inference window (the export example) may exceed
+    patch = [int(s) for s in getattr(getattr(pipeline.config, "data", None), "patch_size", None) or []]
+    return {name: (x.new_zeros(*x.shape[:2], *patch) if patch and x.dim() == 2 + len(patch) else x)
+            for name, x in examples.items()}
+
+
 def step_estimate(pipeline, batch_size: int) -> dict | None:
     """{"gflop", "gflop_per_s", "seconds"} for one training step at `batch_size` (a lower bound), or None when
     the pipeline declares no example input (`export_examples`) or the count fails."""
     from medgen.flops import matmul_tflops
 
-    examples = pipeline.export_examples()
+    examples = _network_examples(pipeline)
     if not examples:
         return None
     try:
@@ -53,7 +70,7 @@ def estimate_message(pipeline, batch_size: int, steps: int, threshold_s: float =
     """The line to print before the first step when the run would take longer than `threshold_s` on a CPU."""
     if pipeline.device.type != "cpu" or steps <= 0:
         return None
-    examples = pipeline.export_examples()
+    examples = _network_examples(pipeline)
     size = sum(p.numel() for name in examples for p in pipeline.networks[name].parameters())
     if size < MIN_PARAMETERS:
         return None
