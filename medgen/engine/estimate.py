@@ -41,8 +41,10 @@ def _network_examples(pipeline) -> dict[str, torch.Tensor]:
         return {}
     examples = {name: item.example for name, item in offered.items()
                 if name in pipeline.networks and isinstance(item.example, torch.Tensor)}
-    # the training step runs on data.patch_size, which an inference window (the export example) may exceed
-    patch = [int(s) for s in getattr(getattr(pipeline.config, "data", None), "patch_size", None) or []]
+    # a generator exported at its inference window (infer.window) trains on data.patch_size patches
+    cfg = pipeline.config
+    window = getattr(getattr(cfg, "infer", None), "window", None)
+    patch = [int(s) for s in getattr(cfg.data, "patch_size", None) or []] if window else []
     return {name: (x.new_zeros(*x.shape[:2], *patch) if patch and x.dim() == 2 + len(patch) else x)
             for name, x in examples.items()}
 
