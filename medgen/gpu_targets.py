@@ -61,7 +61,7 @@ def target_rows(report: dict) -> list[dict]:
     ceiling = ""
     if r.get("step_gflop") and probe:
         per_image = r["step_gflop"] / (r["batch_size"] * r.get("batches_per_step", 1))
-        ceiling = (f"{per_image:.3g} GFLOP per image: at 100 % of the probe's {probe:.0f} TFLOP/s bf16 the chip "
+        ceiling = (f"{per_image:.3g} GFLOP per image: at 100 % of the probe's {probe:.3g} TFLOP/s bf16 the chip "
                    f"could do at most {probe * 1e3 / per_image:,.0f} images/s")
     add("oct_anogan", ">= 20,000 images/s", r.get("samples_per_s"), 20000.0,
         f"{_fmt(r.get('samples_per_s'), '{:,.0f}')} images/s", ceiling)
