@@ -219,7 +219,7 @@ def run_pet(work: Path, steps: int) -> dict:
     out["train_s"] = time.perf_counter() - t0
     infer(run, out=run / "predictions", overwrite=True, device="cpu")
     ev = evaluate(run / "predictions", out=run / "eval", overwrite=True)
-    psnr = lambda s: s["metrics"]["psnr"]["mean"]  # noqa: E731 - one test slab: the mean is its value
+    psnr = lambda s: s["metrics"]["psnr"]["mean"]  # one test slab: the mean is its value
     for label, summary in ev["summaries"].items():
         out[label] = psnr(summary)
         for name, floor in summary.get("floors", {}).items():
@@ -255,12 +255,22 @@ def table() -> str:
             row("lesion_uda", f"{held} {mode}: predicted / reference ml",
                 lambda r, p=pick: f"{p(r, 'pred_volume_ml'):.1f} / {p(r, 'ref_volume_ml'):.1f}")
             row("lesion_uda", f"{held} {mode}: brain mask", lambda r, p=pick: p(r, "mask"))
+    for mode in ("source_only", "uda"):
+        row("lesion_uda", f"mean Dice {mode} (2 test cases)", lambda r, m=mode: r["lesion_uda"][f"mean_dice_{m}"])
     row("expression_vae", "test patients with a training sample (mean of 3 splits)",
         lambda r: r["expression_vae"]["mean_test_patients_in_training"])
     row("expression_vae", "CV AUROC sample type, Tybalt - PCA", lambda r: r["expression_vae"]["mean_auroc_diff"])
     row("expression_vae", "CV AUROC Tybalt", lambda r: r["expression_vae"]["mean_auroc_latent"])
     row("expression_vae", "held-out AUROC Tybalt", lambda r: r["expression_vae"]["mean_auroc_heldout_latent"])
     row("expression_vae", "held-out AUROC PCA", lambda r: r["expression_vae"]["mean_auroc_heldout_pca"])
+    for seed in (0, 1, 2):  # per split: a held-out AUROC is NaN when a class is absent from that split's test
+        def seed_row(r, key, seed=seed):
+            return next(x for x in r["expression_vae"]["rows"] if x["split_seed"] == seed)[key]
+        row("expression_vae", f"split {seed}: test patients with a training sample",
+            lambda r, p=seed_row: f"{p(r, 'test_patients_in_training')} of {p(r, 'test_patients')}")
+        row("expression_vae", f"split {seed}: CV AUROC Tybalt - PCA", lambda r, p=seed_row: p(r, "auroc_diff"))
+        row("expression_vae", f"split {seed}: held-out AUROC Tybalt / PCA",
+            lambda r, p=seed_row: f"{p(r, 'auroc_heldout_latent'):.3f} / {p(r, 'auroc_heldout_pca'):.3f}")
     row("expression_vae", "duplicated ids named in the error",
         lambda r: "{named_in_the_error} of {duplicated}".format(**r["expression_vae"]["duplicate_ids"]))
     row("pet_lowdose", "check-data problems on the simulated dataset", lambda r: r["pet_lowdose"]["check_data_problems"])
