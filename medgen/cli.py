@@ -111,7 +111,7 @@ def _add_preprocess(sub):
         "preprocess", help="a resampled / cropped copy of a dataset, with derived brain masks (as the benchmarks)",
         description="Write OUT (a new dataset folder) with every case of SRC resampled to one voxel size, optionally "
                     "cropped to one key's nonzero box and given a derived brain mask; dataset.json keeps ids, splits "
-                    "and fields and records what was done. The benchmarks' settings: docs/benchmarks.md.")
+                    "and fields and records what was done. Options and the benchmarks' settings: docs/datasets.md.")
     p.add_argument("src", help="the dataset folder (dataset.json) to read")
     p.add_argument("out", help="the new dataset folder to write")
     p.add_argument("--spacing", type=float, default=None, metavar="MM", help="voxel size of the copy (default: kept)")

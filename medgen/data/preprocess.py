@@ -12,7 +12,7 @@ Resampling, per case, on the grid of its first image key:
   images by their mean, label maps by the majority label of the block (a binary map: block mean >= 0.5), the
   new voxel centred on its block. The lesion_uda benchmark's 3 mm copies of 1 mm scans are made this way.
 
-What each benchmark used (docs/benchmarks.md):
+What each benchmark used (docs/datasets.md, "medgen preprocess"):
 - lesion_uda: `--spacing 3 --method block --brain-mask brain_mask` (benchmarks/lesion_uda.py; its masks took
   the voxels where both T1 and FLAIR were above 1e-3: `--mask-rule all --mask-threshold 1e-3`);
 - mr_synthesis: `--crop-to t1 --spacing 2 --method linear` (benchmarks/mr_synthesis.py, which cropped with a
