@@ -50,7 +50,7 @@ def test_export_cli_round_trip(head, tmp_path):
     assert main(["train", "template_translation", *common]) == 0
     run = tmp_path / "template_translation" / "e"
     assert main(["export", str(run), "--format", "torchscript"]) == 0
-    assert (run / "export" / "G.pt").exists()
+    assert (run / "export" / "G.ts").exists()
     assert main(["export", str(run), "--network", "D"]) == 2  # a clear error, not a traceback
 
 
