@@ -57,7 +57,7 @@ REAL = {
 REAL_TRAIN = ("brats_00001", "cstar_stroke", "ms_patient07", "tcga_du_7294")
 REAL_TEST = ("ms_patient19", "ms_patient26", "tcga_fg_6692")
 PHANTOM_EPOCHS = 40.0  # 880 steps; 6 (132 steps) before: far from converged (see the docs)
-PAPER_EPOCHS = 150.0  # spec: 100 constant + 50 decay epochs (--paper-scale)
+PAPER_EPOCHS = 150.0  # paper: 100 constant + 50 decay epochs (--paper-scale)
 LR = 5e-3  # chosen on the phantoms' validation cases (2e-3 before)
 
 
@@ -182,7 +182,7 @@ def print_task(res: dict) -> None:
 
 
 def check_targets(res: dict) -> dict:
-    """The issue's phantom target: dea >= gea >= cgan > both intensity baselines, on PSNR and on the edge score."""
+    """The phantom target (docs/pipelines/mr_synthesis.md): dea >= gea >= cgan > both intensity baselines, on PSNR and on the edge score."""
     mean = {n: m["mean"] for n, m in res["methods"].items()}
     out = {}
     for metric, sign in (("psnr", 1), ("edge_corr", 1), ("edge_l1", -1)):
@@ -217,7 +217,7 @@ def paired_differences(by_seed: dict) -> str:
 
 
 def seed_summary(files) -> str:
-    """Phantom tasks: each method's test mean per seed and over seeds, and the issue's targets on the seed means."""
+    """Phantom tasks: each method's test mean per seed and over seeds, and the targets on the seed means."""
     from medgen.metrics import format_table
 
     runs = {}

@@ -1,4 +1,4 @@
-"""mr_to_ct benchmark: the context-aware FCN-GAN (Nie et al. 2017) against every baseline of issue 6, on the
+"""mr_to_ct benchmark: the context-aware FCN-GAN (Nie et al. 2017) against its baselines (intensity-to-HU regression, bulk density, the FCN alone and without GDL), on the
 head phantoms (true HU known) and on the template pair in ../shared/data/mr_to_ct (real-image path).
 
 Methods (same split, same seed, same CPU-shortened settings):
@@ -17,7 +17,7 @@ Other seeds change every network's initialisation and patch stream; the phantoms
 --variants trains a subset (e.g. FCN in one process and full in another, one per core); such partial runs go to
 steps<N>/partial/ and judge no target. --combine merges the partial runs of each seed and prints, over all the
 seeds run at N steps, each method's mean and spread, the per-seed verdicts and the verdict on the seed means
-(the issue's targets are judged on the mean over the seeds; see docs/pipelines/mr_to_ct.md):
+(the targets are judged on the mean over the seeds; see docs/pipelines/mr_to_ct.md):
     python benchmarks/mr_to_ct.py --seed 1 --skip-template ; python benchmarks/mr_to_ct.py --combine
 """
 
@@ -220,7 +220,7 @@ def seed_summaries(folder: Path) -> dict[int, dict]:
 
 
 def targets(summ: dict) -> dict:
-    """The issue's two targets on one table of test-set means."""
+    """The two targets (docs/pipelines/mr_to_ct.md) on one table of test-set means."""
     return {"full_lowest_mae": all(summ[FULL]["mae"] < v["mae"] for m, v in summ.items() if m != FULL),
             "full_bone_dice_above_fcn_gan_without_gdl": summ[FULL]["bone_dice"] > summ["FCN+GAN"]["bone_dice"]}
 
@@ -323,7 +323,7 @@ def main(argv=None):
             print(f"\nthis seed: full model lowest MAE of all methods: {met['full_lowest_mae']}; "
                   f"bone Dice above FCN+GAN without GDL: {met['full_bone_dice_above_fcn_gan_without_gdl']} "
                   f"({full['bone_dice']:.3f} vs {summ['FCN+GAN']['bone_dice']:.3f}; plain FCN {fcn['bone_dice']:.3f}); "
-                  "the issue's verdict is on the mean over seeds (--combine)")
+                  "the verdict is on the mean over seeds (--combine)")
         print("\ntraining throughput / inference (whole 48^3 volume, all stages of the method):")
         for name, t in timing.items():
             print(f"  {name:8s} {t['steps_per_s']:.2f} steps/s, {t['patches_per_s']:.1f} patches/s, "

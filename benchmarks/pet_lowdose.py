@@ -1,6 +1,7 @@
-"""Benchmark of `pet_lowdose` against every baseline issue 4 names, on the head phantoms (25 %, 10 %, 5 % dose)
-and on the real amyloid PET in ../shared/data/pet_lowdose (one subject, simulated 25 % dose, left / right
-slabs), plus the group-average maps as shape / I-O checks.
+"""Benchmark of `pet_lowdose` against its baselines (the low dose itself, Gaussian smoothing, non-local means,
+a 3D U-Net with L1 only), on the head phantoms (25 %, 10 %, 5 % dose) and on the real amyloid PET in
+../shared/data/pet_lowdose (one subject, simulated 25 % dose, left / right slabs), plus the group-average maps
+as shape / I-O checks.
 
     .venv/bin/python benchmarks/pet_lowdose.py                # the CPU run reported in docs/pipelines/pet_lowdose.md
     .venv/bin/python benchmarks/pet_lowdose.py --steps 40 --quick   # a smoke run of the script itself

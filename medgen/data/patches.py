@@ -194,7 +194,7 @@ class PatchDataset(_torch_dataset_base()):
     """Item i = a patch from a case, both drawn with `numpy.random.default_rng([seed, i])`.
 
     Deterministic given (seed, i) whatever the worker, order or resume point. `cases` are pre-loaded
-    dicts of (C, *spatial) arrays (see `load_cases`); `case_weights` optionally biases the case draw.
+    dicts of (C, *spatial) arrays (a `Case`'s arrays, medgen.data.cases); `case_weights` optionally biases the case draw.
     Items are dicts of torch tensors plus "case_id", "case_index" and "centre". An endless dataset:
     `epoch_size` (default 100 patches per case) is what the trainer counts as one epoch.
     """
@@ -239,48 +239,6 @@ class PatchDataset(_torch_dataset_base()):
         out["case_id"] = str(case.get("id", ci))
         out["case_index"] = ci
         return out
-
-
-def load_cases(datalist_cases: Sequence[Mapping[str, Any]], keys: Sequence[str],
-               presets: Mapping[str, Any] | None = None, mask_key: str | None = None,
-               transform=None, dtype=np.float32) -> list[dict]:
-    """Load and normalise each case once, keeping the params so predictions can be inverted.
-
-    datalist_cases: dicts of key -> path (Datalist.training ...). presets: key -> preset name / Preset
-    (keys without one are left as loaded; label kinds should use "label"). mask_key: a loaded key
-    whose mask restricts MR statistics. transform: optional MONAI Compose (e.g. `load_transforms`)
-    applied to {key: path}; otherwise `medgen.data.io.load_image` loads each file as stored.
-    Returns dicts {"id", key: (C, *spatial) numpy array, "norm": {key: params}, "meta": {key: meta}}.
-    """
-    from medgen.data.io import load_image
-    from medgen.data.presets import get_preset
-
-    presets = {k: get_preset(v) for k, v in (presets or {}).items()}
-    out = []
-    for n, case in enumerate(datalist_cases):
-        cid = str(case.get("id", n))
-        missing = [k for k in keys if k not in case]
-        if missing:
-            raise DataError(None, f"case {cid!r} has no key(s) {missing}; keys present: "
-                                  f"{', '.join(k for k in case if k != 'id')}")
-        if transform is not None:
-            loaded = transform({k: case[k] for k in keys})
-        else:
-            loaded = {k: load_image(case[k]) for k in keys}
-        item: dict[str, Any] = {"id": cid, "norm": {}, "meta": {}}
-        mask = loaded.get(mask_key) if mask_key is not None else None
-        for k in keys:
-            x = loaded[k]
-            meta = dict(getattr(x, "meta", {}) or {})
-            if k in presets:
-                x, params = presets[k].forward(x, meta, mask if k != mask_key else None)
-                item["norm"][k] = params
-            arr = _as_numpy(x)
-            item[k] = arr.astype(dtype, copy=False) if k not in presets or presets[k].name != "label" else arr
-            item["meta"][k] = {m: meta[m] for m in ("filename_or_obj", "original_affine", "affine", "spatial_shape")
-                               if m in meta}
-        out.append(item)
-    return out
 
 
 def patches_covering(cases, key: str, patch_size) -> int:

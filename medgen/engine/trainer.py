@@ -257,6 +257,12 @@ class Trainer:
             f"{p.name}: {'resuming at' if self.start_step else 'starting'} step {self.start_step}/{self.total_steps} "
             f"({length}) on {self.device} (amp={self.amp}, world={self.dist.world_size})"
         )
+        if self.dist.is_main:
+            from medgen.engine.estimate import estimate_message
+
+            said = estimate_message(p, self.tcfg.batch_size, self.total_steps - self.start_step)
+            if said:
+                self.logger.info(said)
         batches = self._loader(self.start_step)
         previous_handlers = self._install_signal_handlers()
         for net in p.networks.values():

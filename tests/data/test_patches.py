@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
-from medgen.data.patches import PatchDataset, PatchSampler, crop_centered, load_cases
+from medgen.data.patches import PatchDataset, PatchSampler, crop_centered
 from medgen.errors import ConfigError
 
 
@@ -105,16 +104,3 @@ def test_border_padding_reflect_and_constant_2d():
     assert p["x"].shape == (1, 6, 6) and p["y"].shape == (1, 2, 2)
 
 
-def test_load_cases_normalises_once_and_keeps_params(tmp_path):
-    x = np.zeros((8, 8, 8), np.float32)
-    x[2:6, 2:6, 2:6] = np.linspace(100, 500, 64).reshape(4, 4, 4)
-    m = (x > 0).astype(np.uint8)
-    nib.save(nib.Nifti1Image(x, np.eye(4)), str(tmp_path / "t1.nii.gz"))
-    nib.save(nib.Nifti1Image(m, np.eye(4)), str(tmp_path / "mask.nii.gz"))
-    cases = load_cases([{"id": "a", "t1": str(tmp_path / "t1.nii.gz"), "mask": str(tmp_path / "mask.nii.gz")}],
-                       ["t1", "mask"], presets={"t1": "mr", "mask": "label"}, mask_key="mask")
-    c = cases[0]
-    assert c["t1"].shape == (1, 8, 8, 8) and c["t1"].dtype == np.float32
-    assert c["t1"].min() == -1 and c["t1"].max() == 1 and c["norm"]["t1"]["preset"] == "mr"
-    np.testing.assert_array_equal(c["mask"][0], m)
-    assert c["meta"]["t1"]["filename_or_obj"].endswith("t1.nii.gz")

@@ -1,7 +1,6 @@
 """Honest evaluation: one scoring path, the region and range the pipeline trains with, the floor beside every
 score, n and intervals said out loud."""
 import csv
-import json
 
 import numpy as np
 import pytest

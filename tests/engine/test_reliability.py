@@ -1,4 +1,4 @@
-"""Fault injection: kills, signals, divergence, unwritable outputs (issue: reliability)."""
+"""Fault injection: kills, signals, divergence, unwritable outputs."""
 import os
 import signal
 import subprocess

@@ -257,7 +257,7 @@ def test_gap_closed_and_protocol_shift():
     np.testing.assert_allclose(quiet["flair"][4, 4, 3], quiet["flair"][4, 4, 4], rtol=1e-5)
 
 
-# ----- regressions of the follow-up investigation (issue 7) -------------------------------------------------------
+# ----- regressions of the follow-up investigation -------------------------------------------------------
 def test_zscore_normalisation_keeps_the_lesion_tail(phantoms, tmp_path):
     """DeepMedic's z-score inside the brain mask: mean 0 / std 1 there, and hyperintense lesions keep their
     spread (the clipped percentile preset saturated most source lesion voxels at exactly 1.0)."""

@@ -1,6 +1,6 @@
 """The config of `lesion_uda` (Kamnitsas et al., IPMI 2017, arXiv 1612.08894): every default names its source
-("spec": the method as the paper describes it; "DeepMedic": the segmenter's published defaults; "ours": a
-choice of this implementation, explained in docs/pipelines/lesion_uda.md)."""
+("paper": the method as the paper describes it; "DeepMedic": the segmenter's published defaults; "ours": a choice
+of this implementation, explained in docs/pipelines/lesion_uda.md)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class LesionUDADataConfig(ImageDataConfig):
     mask_key: str = "brain_mask"  # ours: brain mask (DeepMedic's ROI mask): sampling, normalisation, inference region
     intensity: Literal["zscore", "robust"] = "zscore"  # DeepMedic: z-score inside the ROI mask; "robust": medgen's "mr" preset (0.5-99.5th percentiles -> [-1, 1], clipped)
     lesion_key: str = "lesion"  # dataset key of the lesion label map
-    domain_key: str = "domain"  # per-case field naming the domain (spec: source / target domains)
+    domain_key: str = "domain"  # per-case field naming the domain (paper: source / target domains)
     source_domain: str = "A"  # phantoms: scanner A (labelled)
     target_domain: str = "B"  # phantoms: scanner B (labels used only for evaluation / target_supervised)
     source_channels: list[str] = field(default_factory=lambda: ["t1", "t2", "flair"])  # sequences the source has
@@ -59,30 +59,30 @@ class LesionUDADataConfig(ImageDataConfig):
 
 @dataclass
 class LesionUDAModelConfig:
-    mode: Literal["source_only", "uda", "uda_last_layer", "target_supervised"] = "uda"  # spec: the four settings
-    segmenter: Literal["deepmedic", "unet"] = "deepmedic"  # spec: DeepMedic; a MONAI 3D U-Net as option
-    # DeepMedic (spec / Kamnitsas et al. 2017)
-    dm_channels: list[int] = field(default_factory=lambda: [30, 30, 40, 40, 40, 40, 50, 50])  # spec
-    subsample_factors: list[int] = field(default_factory=lambda: [3, 5])  # spec: subsampled pathways x3, x5
-    residual_layers: list[int] = field(default_factory=lambda: [4, 6, 8])  # spec
-    fc_channels: list[int] = field(default_factory=lambda: [150, 150])  # spec: two 1^3 FC layers, 150-250 channels
+    mode: Literal["source_only", "uda", "uda_last_layer", "target_supervised"] = "uda"  # paper: the four settings
+    segmenter: Literal["deepmedic", "unet"] = "deepmedic"  # paper: DeepMedic; a MONAI 3D U-Net as option
+    # DeepMedic (Kamnitsas et al. 2017)
+    dm_channels: list[int] = field(default_factory=lambda: [30, 30, 40, 40, 40, 40, 50, 50])  # paper
+    subsample_factors: list[int] = field(default_factory=lambda: [3, 5])  # paper: subsampled pathways x3, x5
+    residual_layers: list[int] = field(default_factory=lambda: [4, 6, 8])  # paper
+    fc_channels: list[int] = field(default_factory=lambda: [150, 150])  # paper: two 1^3 FC layers, 150-250 channels
     dropout: float = 0.5  # DeepMedic default dropout of the FC layers
     feature_layers: list[int] = field(default_factory=lambda: [2, 4, 6, 8])  # ours: low- to high-level taps of every pathway (+ FC layers)
-    output_size: list[int] = field(default_factory=lambda: [21, 21, 21])  # spec: training segments 37^3 -> output 21^3
+    output_size: list[int] = field(default_factory=lambda: [21, 21, 21])  # paper: training segments 37^3 -> output 21^3
     # MONAI BasicUNet alternative
     unet_features: list[int] = field(default_factory=lambda: [32, 32, 64, 128, 256, 32])  # MONAI BasicUNet default
     unet_feature_layers: list[str] = field(default_factory=lambda: ["down_1", "down_3", "upcat_3", "upcat_1"])  # ours
     # domain discriminator and adversarial schedule
-    disc_channels: list[int] = field(default_factory=lambda: [64, 64, 128])  # ours: residual 3D CNN (spec: residual blocks, global pooling)
+    disc_channels: list[int] = field(default_factory=lambda: [64, 64, 128])  # ours: residual 3D CNN (paper: residual blocks, global pooling)
     disc_size: list[int] = field(default_factory=list)  # common feature size; [] = smallest tapped map (DeepMedic: crop; U-Net: resample)
-    adversarial_scheme: Literal["gradient_reversal", "alternating"] = "gradient_reversal"  # spec: either
+    adversarial_scheme: Literal["gradient_reversal", "alternating"] = "gradient_reversal"  # paper: either
     bn_stats: Literal["target", "source", "mixed"] = "target"  # ours: "mixed" = one forward of the mixed batch (BN statistics over both domains); "source"/"target": one forward per domain (each normalised by its own batch statistics) and the running statistics used at test time follow that domain only
     disc_source: Literal["matched", "labelled"] = "matched"  # ours: D's source segments sampled like the target ones (brain mask), not the lesion-balanced labelled batch (see medgen.data.mixed_domain)
-    alpha_max: float = 0.05  # ours (paper ramps alpha from 0 to a small maximum; value not in the spec)
+    alpha_max: float = 0.05  # ours (paper ramps alpha from 0 to a small maximum; value not given)
     warmup_fraction: float = 0.2  # ours: alpha = 0 for this fraction of the steps (paper: warm-up in epochs)
     ramp_fraction: float = 0.4  # ours: then linear to alpha_max over this fraction (paper: linear ramp)
     # losses and optimisers
-    dice_weight: float = 0.0  # spec: CE (+ optional Dice); 0 = CE only as the paper
+    dice_weight: float = 0.0  # paper: CE (+ optional Dice); 0 = CE only as the paper
     lr: float = 1e-3  # DeepMedic's default learning rate
     lr_d: float = 1e-3  # ours: discriminator learning rate
     weight_decay: float = 1e-4  # DeepMedic default L2 regularisation
@@ -109,7 +109,7 @@ class LesionUDAInferConfig(InferConfig):
 @dataclass
 class LesionUDATrainConfig(TrainConfig):
     iterations: int = 3000  # ours (CPU-feasible); the paper trained DeepMedic for ~35 epochs on a GPU
-    batch_size: int = 10  # spec: batches mix source and target equally; 10 segments per domain (DeepMedic-like)
+    batch_size: int = 10  # paper: batches mix source and target equally; 10 segments per domain (DeepMedic-like)
 
 
 @dataclass

@@ -25,7 +25,6 @@ Reading B-scans is `medgen.data.bscans`, the retina band `medgen.data.retina`, t
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
