@@ -394,5 +394,7 @@ class UnpairedTranslation(Pipeline):
         for k, p in self.pools.items():
             if k in state.get("pools", {}):
                 p.load_state_dict(state["pools"][k], self.device)
-        if state.get("b_stats") is not None:
-            self._b_stats = state["b_stats"]
+        if state.get("b_stats") is not None:  # used through numpy: back on the CPU, wherever the state was mapped
+            stats = dict(state["b_stats"])
+            stats["quantiles"] = torch.as_tensor(stats["quantiles"]).detach().cpu()
+            self._b_stats = stats
