@@ -313,6 +313,18 @@ def test_history_pool():
     assert torch.equal(HistoryPool(size=0).query(x), x)
 
 
+def test_declared_lower_is_better_metrics_are_compared_that_way():
+    """hist_w1 and the lesion counts lost / invented are distances and errors evaluation cannot tell by name: the
+    pipeline declares them (`lower_is_better`), so a model with the larger distance does not "beat" a floor."""
+    from medgen.engine.evaluation import compare_to_floors
+
+    model = {"metrics": {"hist_w1": {"mean": 300.0}, "lesions_kept": {"mean": 2.0}}}
+    floors = {"target_mean": {"metrics": {"hist_w1": {"mean": 200.0}, "lesions_kept": {"mean": 1.0}}}}
+    said = compare_to_floors(UnpairedTranslation, model, floors)
+    assert len(said) == 1 and said[0].startswith("hist_w1: the model (300) does not beat the floor 'target_mean'")
+    assert compare_to_floors(UnpairedTranslation, {"metrics": {"hist_w1": {"mean": 100.0}}}, floors) == []
+
+
 # ----- (e) the evaluation's metrics ------------------------------------------------------------------------------------
 def test_distribution_distances():
     rng = np.random.default_rng(0)
