@@ -130,6 +130,7 @@ def test_state_is_loaded_onto_the_pipeline_device(trained, head):
 
 
 # ----- (b) beats histogram matching on held-out phantom pairs --------------------------------------------------------
+@pytest.mark.slow  # about 1 min of training on one thread (640 steps on 48^3 phantoms)
 def test_finds_the_skull_histogram_matching_cannot(tmp_path_factory, tmp_path):
     """MR -> CT, trained on unpaired halves of the training phantoms (each subject's MR or its CT, never both),
     scored in HU on the held-out pairs. Histogram matching (a monotonic map fitted without pairs) is the simplest
