@@ -10,11 +10,13 @@ halves (each training subject's source OR its target image), scored on held-out 
   lesions: once with a target domain whose subjects have lesions, once with a deliberately lesion-free target
   domain (other phantom subjects drawn with lesions=0), the failure the check exists to catch (Cohen et al.,
   MICCAI 2018). Lesions kept / lost / invented summed over the test cases.
+- paired: the upper bound, the paired mr_to_ct model (Nie et al.) trained on the same training subjects with
+  their pairs (its demo's narrow networks, --paired-steps per auto-context stage), on the same held-out pairs.
 
 CPU budget (2 shared cores, one torch thread): about 1 min per training at the defaults (48^3 phantoms, 2D
 networks ngf 16 / ndf 8 / 3 residual blocks, 640 steps, no identity loss, lr 2e-4 constant for 2 epochs then
-decayed). Writes results.json to --out. Not run: the paired mr_to_ct upper bound, the real-data distribution
-scores (docs/pipelines/unpaired_translation.md, "Limits").
+decayed). Writes results_<part>.json to --out. Not run: the real-data distribution scores
+(docs/pipelines/unpaired_translation.md, "Limits").
 """
 
 from __future__ import annotations
@@ -73,6 +75,33 @@ def ct_part(seeds, steps: int, tmp: Path) -> dict:
     return out
 
 
+def paired_part(seeds, steps: int, tmp: Path) -> dict:
+    """The upper bound: the paired mr_to_ct model (Nie et al.) trained on the same training subjects WITH their
+    pairs (its demo's narrow networks, `steps` per auto-context stage), scored on the same held-out pairs."""
+    from importlib import resources
+
+    import yaml
+
+    from medgen.data.phantoms import write_phantom_dataset
+    from medgen.engine.commands import build_config, evaluate, infer, train_config
+
+    demo = yaml.safe_load((resources.files("medgen.pipelines.mr_to_ct") / "demo.yaml").read_text())
+    common = [o for o in demo["common"] if not o.startswith(("train.iterations", "train.val_every"))]
+    out = {}
+    for seed in seeds:
+        head = write_phantom_dataset("head", tmp / f"paired{seed}", n_cases=12, seed=seed, shape=(48, 48, 48)).parent
+        cls, cfg = build_config("mr_to_ct", None, [*common, f"data.dataset={head}", f"output.root={tmp / 'runs'}",
+                                                   f"output.name=paired{seed}", f"train.iterations={steps}",
+                                                   "train.val_every=100000", "train.threads=1", "train.progress=off"])
+        train_config(cls, cfg)
+        run = tmp / "runs" / "mr_to_ct" / f"paired{seed}"
+        summary = evaluate(infer(run, checkpoint="last")["out"], head, baselines=[])["summary"]
+        out[seed] = {k: summary["metrics"][k]["mean"] for k in CT_METRICS if k in summary["metrics"]}
+        print(f"\nMR -> CT, paired mr_to_ct upper bound, phantom seed {seed}: " +
+              ", ".join(f"{k} {v:.3g}" for k, v in out[seed].items()))
+    return out
+
+
 def lesion_part(seed: int, steps: int, tmp: Path) -> dict:
     """T2 -> FLAIR; domain A: the T2 of lesioned subjects; domain B: the FLAIR of other subjects, with lesions
     (control) or without (the failure case); test: held-out lesioned pairs."""
@@ -108,7 +137,8 @@ def lesion_part(seed: int, steps: int, tmp: Path) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=("ct", "lesions", "all"), default="all")
+    ap.add_argument("--part", choices=("ct", "paired", "lesions", "all"), default="all")
+    ap.add_argument("--paired-steps", type=int, default=300, help="mr_to_ct steps per auto-context stage")
     ap.add_argument("--seeds", type=int, nargs="+", default=[3, 11, 23])
     ap.add_argument("--steps", type=int, default=640)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "unpaired_translation")
@@ -117,6 +147,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if args.part in ("ct", "all"):
             results["ct"] = ct_part(args.seeds, args.steps, Path(tmp))
+        if args.part in ("paired", "all"):
+            results["paired"] = paired_part(args.seeds, args.paired_steps, Path(tmp))
         if args.part in ("lesions", "all"):
             results["lesions"] = lesion_part(args.seeds[0], args.steps, Path(tmp))
     args.out.mkdir(parents=True, exist_ok=True)

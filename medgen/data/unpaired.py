@@ -17,7 +17,7 @@ the patch is padded around its centre with the background, as the inference does
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -42,7 +42,7 @@ def lesion_fidelity(pred, ref, lesions, region=None, ring: int = 2, keep_fractio
         raise ValueError(f"lesion_fidelity: shapes differ: pred {p.shape}, ref {r.shape}, lesions {les.shape}, "
                          f"region {reg.shape}")
     full = ndimage.generate_binary_structure(r.ndim, r.ndim)
-    labels, n = ndimage.label(les, structure=full)
+    labels, _ = ndimage.label(les, structure=full)
     kept = lost = 0
     contrasts, sizes = [], []
     for k, box in enumerate(ndimage.find_objects(labels), start=1):

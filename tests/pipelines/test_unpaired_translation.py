@@ -12,10 +12,21 @@ import torch
 
 from medgen.data.phantoms import write_phantom_dataset
 from medgen.data.unpaired import DomainImages, assign_domains
-from medgen.engine.commands import build_config, evaluate, infer, load_trained, train_config
+from medgen.engine.commands import (
+    build_config,
+    evaluate,
+    infer,
+    load_trained,
+    train_config,
+)
 from medgen.errors import ConfigError, DataError
 from medgen.inference.slicewise import predict_padded, predict_slicewise
-from medgen.metrics.distribution import RandomConvFeatures, frechet_distance, kernel_distance, wasserstein1
+from medgen.metrics.distribution import (
+    RandomConvFeatures,
+    frechet_distance,
+    kernel_distance,
+    wasserstein1,
+)
 from medgen.metrics.hallucination import lesion_fidelity
 from medgen.pipelines.unpaired_translation import UnpairedTranslation
 from medgen.pipelines.unpaired_translation.history_pool import HistoryPool

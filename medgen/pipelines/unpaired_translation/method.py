@@ -31,7 +31,12 @@ import medgen.baselines.unpaired  # noqa: F401  (registers unpaired_histogram_ma
 from medgen.data.cases import CaseKey
 from medgen.errors import DataError
 from medgen.pipelines.base import Pipeline
-from medgen.pipelines.unpaired_translation.config import DOWNSAMPLINGS, UnpairedConfig, check_patch_size, min_side
+from medgen.pipelines.unpaired_translation.config import (
+    DOWNSAMPLINGS,
+    UnpairedConfig,
+    check_patch_size,
+    min_side,
+)
 from medgen.pipelines.unpaired_translation.history_pool import HistoryPool
 from medgen.registry import NETWORKS, PIPELINES
 
