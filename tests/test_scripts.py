@@ -7,7 +7,7 @@ import pytest
 
 from tests.child_env import REPO, child_env
 
-PIPELINES = ["pet_lowdose", "mr_synthesis", "mr_to_ct", "lesion_uda", "oct_anogan", "expression_vae"]
+PIPELINES = ["pet_lowdose", "mr_synthesis", "mr_to_ct", "lesion_uda", "oct_anogan", "expression_vae", "unpaired_translation"]
 SHORTEST = {"oct_anogan": ["train.iterations=3", "model.encoder_iterations=1"]}  # the GAN phase needs a step
 
 

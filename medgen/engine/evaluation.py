@@ -43,7 +43,8 @@ def floor_rows(pipeline, case) -> dict[str, dict]:
 def compare_to_floors(pipeline, model: dict, floors: dict[str, dict]) -> list[str]:
     """Warnings for every metric on which the model does not beat a floor. `model` / `floors`: summaries
     ({"metrics": {name: {"mean": ...}}, "set_metrics": {name: value}}). When the pipeline has set-level metrics
-    (an AUC), those are compared, else the per-case means. Lower is better for losses and errors."""
+    (an AUC), those are compared, else the per-case means. Lower is better for losses and errors, and for the
+    metrics the pipeline names in `lower_is_better`."""
     if model.get("set_metrics"):
         mine = {k: v for k, v in model["set_metrics"].items() if _comparable(k)}
         theirs = {name: f.get("set_metrics", {}) for name, f in floors.items()}
@@ -51,10 +52,11 @@ def compare_to_floors(pipeline, model: dict, floors: dict[str, dict]) -> list[st
         mine = {k: (v or {}).get("mean") for k, v in model.get("metrics", {}).items()}
         theirs = {name: {k: (v or {}).get("mean") for k, v in f.get("metrics", {}).items()} for name, f in floors.items()}
     warnings = []
+    declared = tuple(getattr(pipeline, "lower_is_better", ()))
     for metric, mean in mine.items():
         if mean is None or not math.isfinite(mean):
             continue
-        better_low = _lower_is_better(metric)
+        better_low = metric in declared or _lower_is_better(metric)
         for floor, values in theirs.items():
             f = values.get(metric)
             if f is None or not math.isfinite(f):

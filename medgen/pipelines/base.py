@@ -28,6 +28,7 @@ writing and evaluating outputs). Every name below is checked when the pipeline i
 | `floors(case)` | may | {name: output values} of trivial predictions scored beside the model ({}) |
 | `baselines` | may | names in `medgen.baselines.registry.BASELINES` fitted and scored beside the model (()) |
 | `describe_evaluation()` | may | how outputs are scored: region, data range, units ({}) |
+| `lower_is_better` | may | metrics of `evaluate_case` where lower is better, beyond errors and losses (()) |
 | `key_metric`, `key_metric_mode` | may | the validation metric that picks best.pt, "min" or "max" ("loss", "min") |
 | `preview(case, prediction)` | may | named images for the validation montage ({}) |
 | `export_examples()` | may | {network: example input} worth exporting ({}) |
@@ -70,6 +71,7 @@ class Pipeline:
     key_metric: ClassVar[str] = "loss"
     key_metric_mode: ClassVar[str] = "min"
     baselines: ClassVar[tuple[str, ...]] = ()
+    lower_is_better: ClassVar[tuple[str, ...]] = ()  # beyond the names evaluation knows (errors, losses, ...)
 
     def __init__(self, config, device: torch.device | str = "cpu", stage: int = 1, previous: tuple = ()):
         self.config = config
@@ -259,6 +261,8 @@ def check_contract(cls) -> None:
 
         if cls.phantom not in PHANTOM_KINDS:
             problems.append(f"`phantom` {cls.phantom!r} is not an embedded dataset ({', '.join(PHANTOM_KINDS)})")
+    if not isinstance(cls.lower_is_better, tuple) or not all(isinstance(m, str) for m in cls.lower_is_better):
+        problems.append(f"`lower_is_better` must be a tuple of metric names, got {cls.lower_is_better!r}")
     if not isinstance(cls.baselines, tuple):
         problems.append(f"`baselines` must be a tuple of names, got {cls.baselines!r}")
     else:
