@@ -34,7 +34,6 @@ Everything is written under one temporary folder (removed at the end unless --ke
 from __future__ import annotations
 
 import argparse
-import errno
 import fnmatch
 import gzip
 import hashlib
