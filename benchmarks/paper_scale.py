@@ -66,7 +66,9 @@ ASSUMED_RATES = {"lesion_uda": 17.0, "mr_synthesis": 20.0, "fanogan": 55.0, "fan
 # baselines; oct_anogan scores 50 validation and 100 test B-scans at 256 x 256 and writes their maps).
 ASSUMED_OVERHEAD_S = {"lesion_uda": 10.0, "mr_synthesis": 12.0, "oct_anogan": 30.0}
 STARTUP_S = 20.0  # imports, CUDA context, environment record
-DATA_S = 30.0  # writing the three phantom sets (about 40 s on a loaded 2-core CPU)
+# writing each pipeline's phantoms (20 + 20 lesion subjects, 16 heads at 48^3, 300 B-scans: 22, 9 and 8 s on a
+# loaded 2-core CPU)
+DATA_S = {"lesion_uda": 15.0, "mr_synthesis": 8.0, "oct_anogan": 7.0}
 # Share of the training time (what is left of the budget after the overheads) per pipeline; a pipeline whose
 # plan reaches its paper's length gives the rest to the others.
 SHARES = {"lesion_uda": 0.4, "mr_synthesis": 0.4, "oct_anogan": 0.2}
@@ -118,15 +120,15 @@ RULES = {
         f"mean target Dice (over seeds) of target_supervised - source_only >= {GAP_MIN}"),
     "lesion_uda.uda_closes_half_gap": (
         "uda closes at least half of the source_only -> target_supervised gap",
-        f"gap closed by the seed means >= {GAP_TARGET}: shown; < {GAP_TARGET}: not shown; undecided when there is "
-        "no gap"),
+        (f"gap closed by the seed means >= {GAP_TARGET}: shown; < {GAP_TARGET}: not shown; undecided when there is "
+         "no gap")),
     "lesion_uda.multi_layer_beats_last_layer": (
         "the multi-layer discriminator beats the last-layer one",
         "gap closed (seed means) of uda > uda_last_layer (needs --last-layer; not run otherwise)"),
     **{f"mr_synthesis.{task}.{a}_gt_{b}": (
         f"{task.replace('_', ' -> ').upper()}: {a} > {b}",
-        f"paired differences {a} - {b} over seeds x test phantoms, on PSNR and on edge_corr: both > 0 with paired "
-        f"t-test p < {ALPHA}: shown; either < 0 with p < {ALPHA}: contradicted; else not shown")
+        (f"paired differences {a} - {b} over seeds x test phantoms, on PSNR and on edge_corr: both > 0 with paired "
+         f"t-test p < {ALPHA}: shown; either < 0 with p < {ALPHA}: contradicted; else not shown"))
        for task in MR_TASKS for a, b in MR_PAIRS},
     **{f"mr_synthesis.{task}.ordering": (
         f"{task.replace('_', ' -> ').upper()}: dea > gea > cgan (the paper's order)",
@@ -134,16 +136,16 @@ RULES = {
        for task in MR_TASKS},
     "oct_anogan.image_auc_gt_ae": (
         "f-AnoGAN's image ROC AUC > the autoencoder's",
-        f"DeLong's paired test on the same test scans, on every seed: difference > 0 with p < {ALPHA}: shown; < 0 "
-        f"with p < {ALPHA} on any seed: contradicted; else not shown"),
+        (f"DeLong's paired test on the same test scans, on every seed: difference > 0 with p < {ALPHA}: shown; < 0 "
+         f"with p < {ALPHA} on any seed: contradicted; else not shown")),
     "oct_anogan.pixel_auc_gt_ae": (
         "f-AnoGAN's pixel AUC > the autoencoder's",
-        f"on every seed f-AnoGAN >= autoencoder + {PIXEL_MARGIN}: shown; on any seed <= autoencoder - "
-        f"{PIXEL_MARGIN}: contradicted; else not shown"),
+        (f"on every seed f-AnoGAN >= autoencoder + {PIXEL_MARGIN}: shown; on any seed <= autoencoder - "
+         f"{PIXEL_MARGIN}: contradicted; else not shown")),
     "oct_anogan.image_auc_ge_paper": (
         f"f-AnoGAN's image ROC AUC reaches the papers' level ({AUC_PAPER})",
-        f"on every seed >= {AUC_PAPER}: shown; else not shown (a perfect normal model scores 0.91 on these "
-        "phantoms at 256 px / 64 px patches)"),
+        (f"on every seed >= {AUC_PAPER}: shown; else not shown (a perfect normal model scores 0.91 on these "
+         "phantoms at 256 px / 64 px patches)")),
 }
 VERDICTS = ("shown", "not shown", "contradicted", "undecided", "not run")
 
@@ -156,7 +158,8 @@ def plan_runs(budget_s: float, rates: dict, seeds, oct_seeds, last_layer: bool, 
               "mr_synthesis": len(MR_VARIANTS) * len(MR_TASKS) * len(seeds),
               "oct_anogan": len(OCT_METHODS) * len(oct_seeds)}
     n_runs = {p: n for p, n in n_runs.items() if p in only}
-    train_s = budget_s - STARTUP_S - DATA_S - sum(n * ASSUMED_OVERHEAD_S[p] for p, n in n_runs.items())
+    fixed_s = STARTUP_S + sum(DATA_S[p] for p in n_runs)
+    train_s = budget_s - fixed_s - sum(n * ASSUMED_OVERHEAD_S[p] for p, n in n_runs.items())
     if train_s <= 0:
         raise SystemExit(f"--budget-minutes {budget_s / 60:g} leaves no training time after the start-up, the data "
                          f"and {sum(n_runs.values())} runs' overheads ({budget_s - train_s:.0f} s): give more minutes")
@@ -201,9 +204,17 @@ def plan_runs(budget_s: float, rates: dict, seeds, oct_seeds, last_layer: bool, 
                               "train_s_per_run": (gan / rates["fanogan"] + enc / rates["fanogan_encoder"]
                                                   + ae / rates["autoencoder"]) / len(OCT_METHODS)}
     for p, entry in plan.items():
-        entry["expected_s"] = entry["runs"] * (entry["train_s_per_run"] + ASSUMED_OVERHEAD_S[p])
-    plan["expected_total_s"] = STARTUP_S + DATA_S + sum(e["expected_s"] for p, e in plan.items() if p in PIPELINES)
+        entry["expected_s"] = DATA_S[p] + entry["runs"] * (entry["train_s_per_run"] + ASSUMED_OVERHEAD_S[p])
+    _paper_fractions(plan)
+    plan["expected_total_s"] = STARTUP_S + sum(e["expected_s"] for p, e in plan.items() if p in PIPELINES)
     return plan
+
+
+def _paper_fractions(plan: dict) -> None:
+    """Each pipeline's planned length as a fraction of its paper's (f-AnoGAN: by encoder steps)."""
+    for p, entry in plan.items():
+        entry["paper_fraction"] = (entry["fanogan_encoder_steps"] / PAPER_FANOGAN_ENCODER if p == "oct_anogan"
+                                   else entry["steps"] / entry["paper_steps"])
 
 
 def dry_plan(seeds, oct_seeds, last_layer: bool, only) -> dict:
@@ -221,6 +232,7 @@ def dry_plan(seeds, oct_seeds, last_layer: bool, only) -> dict:
                               "fanogan_encoder_steps": DRY_STEPS["fanogan_encoder"],
                               "autoencoder_steps": DRY_STEPS["autoencoder"], "paper_gan_steps": PAPER_FANOGAN_GAN,
                               "paper_encoder_steps": PAPER_FANOGAN_ENCODER}
+    _paper_fractions(plan)
     plan["expected_total_s"] = None
     return plan
 
@@ -558,12 +570,13 @@ def _table(rows: list[dict]) -> list[str]:
 
 def markdown(data: dict) -> str:
     env, plan, ex = data["environment"], data["plan"], data["experiments"]
-    lines = [f"# Paper-scale run{' (DRY RUN: tiny sizes on the CPU, the numbers mean nothing)' if data['dry_run'] else ''}",
-             "", f"- device: {env.get('device_name')}; torch {env.get('torch')}, CUDA {env.get('cuda')}; "
-             f"commit {env.get('commit')}; {env.get('date')}",
-             f"- budget {data['settings']['budget_minutes']:g} min, expected "
-             f"{_f(plan.get('expected_total_s'), '.0f')} s, wall so far {data['wall_s']:.0f} s; complete: "
-             f"{data['complete']}", f"- rules: docs/benchmarks.md, \"Paper-scale run\"", "", "## Decisions", ""]
+    dry = " (DRY RUN: tiny sizes on the CPU, the numbers mean nothing)" if data["dry_run"] else ""
+    device = (f"- device: {env.get('device_name')}; torch {env.get('torch')}, CUDA {env.get('cuda')}; "
+              f"commit {env.get('commit')}; {env.get('date')}")
+    timing = (f"- budget {data['settings']['budget_minutes']:g} min, expected {_f(plan.get('expected_total_s'), '.0f')} "
+              f"s, wall so far {data['wall_s']:.0f} s; complete: {data['complete']}")
+    lines = [f"# Paper-scale run{dry}", "", device, timing, '- rules: docs/benchmarks.md, "Paper-scale run"', "",
+             "## Decisions", ""]
     lines += _table([{k: r[k] for k in ("id", "claim", "measured", "verdict")} for r in data["decisions"]])
     lines += ["", "## Plan (steps per run) and measured rates", ""]
     rows = []
@@ -589,6 +602,8 @@ def markdown(data: dict) -> str:
                      "paper": f"{PAPER_FANOGAN_GAN} + {PAPER_FANOGAN_ENCODER}",
                      "assumed steps/s": f"{rates['fanogan']} / {rates['fanogan_encoder']} / {rates['autoencoder']}",
                      "measured steps/s": "(train_s below)"})
+    for r, p in zip(rows, [p for p in PIPELINES if p in plan]):
+        r["share of the paper's length"] = _f(plan[p].get("paper_fraction"), ".0%")
     lines += _table(rows)
     if les.get("runs"):
         lines += ["", "## lesion_uda: mean target-domain (B) test Dice", ""]
@@ -596,8 +611,8 @@ def markdown(data: dict) -> str:
                           "train_s": _f(r.get("train_s"), ".1f"), "mean Dice": _f(r.get("mean_dice")),
                           "note": r.get("skipped", "")} for r in les["runs"]])
         if les.get("mean_dice"):
-            lines += ["", f"Seed means: {', '.join(f'{m} {_f(v)}' for m, v in les['mean_dice'].items())}; gap closed "
-                          f"by uda {_f(les['gap_closed_uda'])}"]
+            means = ", ".join(f"{m} {_f(v)}" for m, v in les["mean_dice"].items())
+            lines += ["", f"Seed means: {means}; gap closed by uda {_f(les['gap_closed_uda'])}"]
     mr = ex.get("mr_synthesis", {})
     for task, entry in (mr.get("paired") or {}).items():
         lines += ["", f"## mr_synthesis {task}: test means over seeds {entry['seeds']}", ""]
@@ -648,7 +663,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=None, help="phantoms and runs (default: a temporary folder, removed at the end)")
     ap.add_argument("--budget-minutes", type=float, default=8.0, help="the whole run's time on the GPU (default 8)")
     ap.add_argument("--hard-limit-minutes", type=float, default=None,
-                    help="start no training run after this many minutes (default: the budget + 2; none in a dry "
+                    help="start no training run after this many minutes (default: the budget + 1; none in a dry "
                          "run); runs not started are recorded as skipped")
     ap.add_argument("--rate", action="append", metavar="NAME=STEPS_PER_S",
                     help=f"replace an assumed rate ({', '.join(f'{k}={v:g}' for k, v in ASSUMED_RATES.items())})")
@@ -694,7 +709,7 @@ def main(argv=None) -> int:
     if plan["expected_total_s"] is not None:
         print(f"expected time: {plan['expected_total_s'] / 60:.1f} min (budget {args.budget_minutes:g} min)", flush=True)
     report.write()
-    limit = args.hard_limit_minutes if args.hard_limit_minutes is not None else (None if dry else args.budget_minutes + 2.0)
+    limit = args.hard_limit_minutes if args.hard_limit_minutes is not None else (None if dry else args.budget_minutes + 1.0)
     deadline = time.perf_counter() + (math.inf if limit is None else limit * 60.0)
     from medgen.data.phantoms import write_phantom_dataset
 
@@ -716,8 +731,8 @@ def main(argv=None) -> int:
             s = sizes["oct"]
             data["oct_anogan"] = write_phantom_dataset("oct", work / "data" / "oct", n_cases=s["n_cases"], seed=0,
                                                        shape=s["shape"], overwrite=True).parent
-        report.data["data_s"] = time.perf_counter() - t0
-        print(f"phantoms written in {report.data['data_s']:.0f} s", flush=True)
+        report.data["data_written_s"] = time.perf_counter() - t0
+        print(f"phantoms written in {report.data['data_written_s']:.0f} s", flush=True)
         if "lesion_uda" in only:
             run_lesion(data["lesion_uda"], work, plan["lesion_uda"], args.seeds, modes, dry, report, deadline,
                        args.keep_runs)
