@@ -43,6 +43,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -575,8 +576,9 @@ def markdown(data: dict) -> str:
               f"commit {env.get('commit')}; {env.get('date')}")
     timing = (f"- budget {data['settings']['budget_minutes']:g} min, expected {_f(plan.get('expected_total_s'), '.0f')} "
               f"s, wall so far {data['wall_s']:.0f} s; complete: {data['complete']}")
-    lines = [f"# Paper-scale run{dry}", "", device, timing, '- rules: docs/benchmarks.md, "Paper-scale run"', "",
-             "## Decisions", ""]
+    status = [f"- {p}: {e['status']}" + (f" ({' '.join(str(e['error']).split())})" if e.get("error") else "") for p, e in ex.items()]
+    lines = [f"# Paper-scale run{dry}", "", device, timing, '- rules: docs/benchmarks.md, "Paper-scale run"', *status,
+             "", "## Decisions", ""]
     lines += _table([{k: r[k] for k in ("id", "claim", "measured", "verdict")} for r in data["decisions"]])
     lines += ["", "## Plan (steps per run) and measured rates", ""]
     rows = []
@@ -680,15 +682,27 @@ def main(argv=None) -> int:
 
     import torch
 
-    from medgen.gpu_check import environment
-
-    dry = args.dry_run
-    if not torch.cuda.is_available() and not (dry or args.allow_cpu):
+    if not torch.cuda.is_available() and not (args.dry_run or args.allow_cpu):
         print("paper_scale: no CUDA device. This run is sized for one H100 / H200; use --dry-run to check the code "
               "path on a CPU, or --allow-cpu to run the full sizes here (hours).", file=sys.stderr)
         return 2
-    if dry:
+    threads = torch.get_num_threads()
+    if args.dry_run:
         torch.set_num_threads(1)  # tiny networks on a shared CPU: two threads waiting on each other cost 10x
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args) -> int:
+    """The run main() has checked the device for: plan, report, phantoms, the experiments, the verdicts."""
+    import torch
+
+    from medgen.data.phantoms import write_phantom_dataset
+    from medgen.gpu_check import environment
+
+    dry = args.dry_run
     rates = _rates(args.rate)
     only = [p for p in PIPELINES if p in args.only]
     modes = LESION_MODES + (("uda_last_layer",) if args.last_layer else ())
@@ -711,8 +725,6 @@ def main(argv=None) -> int:
     report.write()
     limit = args.hard_limit_minutes if args.hard_limit_minutes is not None else (None if dry else args.budget_minutes + 1.0)
     deadline = time.perf_counter() + (math.inf if limit is None else limit * 60.0)
-    from medgen.data.phantoms import write_phantom_dataset
-
     sizes = DATA["dry" if dry else "paper"]
     with tempfile.TemporaryDirectory(prefix="medgen_paper_scale_") as tmp:
         work = Path(args.work) if args.work else Path(tmp)
@@ -733,21 +745,31 @@ def main(argv=None) -> int:
                                                        shape=s["shape"], overwrite=True).parent
         report.data["data_written_s"] = time.perf_counter() - t0
         print(f"phantoms written in {report.data['data_written_s']:.0f} s", flush=True)
-        if "lesion_uda" in only:
-            run_lesion(data["lesion_uda"], work, plan["lesion_uda"], args.seeds, modes, dry, report, deadline,
-                       args.keep_runs)
-        if "mr_synthesis" in only:
-            run_mr(data["mr_synthesis"], work, plan["mr_synthesis"], args.seeds, dry, report, deadline, args.keep_runs)
-        if "oct_anogan" in only:
-            run_oct(data["oct_anogan"], work, plan["oct_anogan"], args.oct_seeds, dry, report, deadline,
-                    args.keep_runs)
+        runners = {
+            "lesion_uda": lambda: run_lesion(data["lesion_uda"], work, plan["lesion_uda"], args.seeds, modes, dry,
+                                             report, deadline, args.keep_runs),
+            "mr_synthesis": lambda: run_mr(data["mr_synthesis"], work, plan["mr_synthesis"], args.seeds, dry, report,
+                                           deadline, args.keep_runs),
+            "oct_anogan": lambda: run_oct(data["oct_anogan"], work, plan["oct_anogan"], args.oct_seeds, dry, report,
+                                          deadline, args.keep_runs)}
+        for p in only:
+            try:
+                runners[p]()
+            except Exception as exc:  # noqa: BLE001 - one pipeline's failure must not cost the others their run
+                exp = report.data["experiments"][p]
+                exp.update(status="error", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()[-4000:])
+                print(f"[{p}] FAILED, going on with the next pipeline: {exp['error']}", file=sys.stderr, flush=True)
+                report.write()
     report.data["complete"] = all(report.data["experiments"][p]["status"] == "done" for p in only)
     if torch.cuda.is_available():
         report.data["max_cuda_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
     report.write()
     print("\n" + "\n".join(_table([{k: r[k] for k in ("id", "verdict", "measured")} for r in report.data["decisions"]])))
     print(f"\ntotal {report.data['wall_s']:.0f} s; wrote {report.json_path} and {report.md_path}")
-    return 0
+    failed = [p for p in only if report.data["experiments"][p]["status"] == "error"]
+    if failed:
+        print(f"paper_scale: {', '.join(failed)} failed (the error is in the JSON)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -148,3 +148,29 @@ def test_refuses_to_start_without_cuda(ps, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert ps.main(["--out", str(tmp_path / "out")]) == 2
     assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_a_failing_pipeline_is_recorded_and_the_next_one_still_runs(ps, tmp_path, monkeypatch):
+    import torch
+
+    real = ps._bench
+
+    class Broken:
+        @staticmethod
+        def run_task(*args, **kwargs):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(ps, "_bench", lambda name: Broken if name == "mr_synthesis" else real(name))
+    threads = torch.get_num_threads()
+    out = tmp_path / "out"
+    assert ps.main(["--dry-run", "--only", "mr_synthesis", "oct_anogan", "--out", str(out),
+                    "--work", str(tmp_path / "work")]) == 1
+    assert torch.get_num_threads() == threads  # the dry run's one thread is not left behind
+    (json_path,) = out.glob("*.json")
+    data = json.loads(json_path.read_text())
+    mr = data["experiments"]["mr_synthesis"]
+    assert mr["status"] == "error" and "illegal memory access" in mr["error"] and "Traceback" in mr["traceback"]
+    assert data["experiments"]["oct_anogan"]["status"] == "done" and data["complete"] is False
+    verdicts = {r["id"]: r["verdict"] for r in data["decisions"]}
+    assert verdicts["mr_synthesis.t1_t2.ordering"] == "not run" and verdicts["oct_anogan.image_auc_gt_ae"] != "not run"
+    assert "- mr_synthesis: error (RuntimeError: CUDA error" in next(out.glob("*.md")).read_text()
