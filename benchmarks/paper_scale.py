@@ -86,6 +86,9 @@ MR_VARIANTS = ("cgan", "gea", "dea")
 MR_TASKS = {"t1_t2": "t2", "t1_flair": "flair"}
 MR_PAIRS = (("gea", "cgan"), ("dea", "gea"))
 OCT_METHODS = ("fanogan", "autoencoder")
+# The trainer's log interval (a host sync each, and a logged steps/s); every step in the dry run, so that its
+# few steps still log rates.
+LOG_EVERY = {"lesion_uda": 25, "mr_synthesis": 10, "oct_anogan": 100}
 
 # Data: paper-scale run and dry run.
 DATA = {
@@ -261,6 +264,8 @@ class Report:
                      "experiments": {p: {"status": "not run"} for p in PIPELINES}, "decisions": [], "wall_s": 0.0}
 
     def write(self) -> None:
+        # _plain: JSON-safe values (NaN as null, numpy numbers as Python ones), as the evaluation writes them
+        from medgen.engine.evaluation import _plain
         from medgen.files import atomic_write, write_json_atomic
 
         self.data["wall_s"] = time.perf_counter() - self.t0
@@ -269,23 +274,30 @@ class Report:
         atomic_write(self.md_path, markdown(self.data))
 
 
-def _plain(value):
-    """JSON-safe (NaN / infinity as null, numpy numbers as Python ones)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value if isinstance(value, (str, int, bool)) or value is None else str(value)
-
-
 def _f(v, fmt=".3f") -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+
+
+def _log_every(pipeline: str, dry: bool) -> int:
+    return 1 if dry else LOG_EVERY[pipeline]
+
+
+def logged_rate(run_dir, log_every: int, first: int = 0, last: int | None = None) -> float | None:
+    """The median steps/s the trainer logged in a run's metrics.csv between steps `first` and `last`, leaving out
+    the first logged interval (cuDNN autotuning, allocations) and a partial last one: the rate to give --rate for
+    the next run (the run's wall time also holds its set-up, inference and scoring). None when nothing is left."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        return None
+    rates = []
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            step = int(float(r["step"]))
+            if (not r.get("steps_per_s") or step % log_every or step <= first + log_every
+                    or (last is not None and step > last)):
+                continue
+            rates.append(float(r["steps_per_s"]))
+    return float(np.median(rates)) if rates else None
 
 
 # ----- lesion_uda -----------------------------------------------------------------------------------------------
@@ -302,8 +314,8 @@ def run_lesion(dataset: Path, work: Path, plan: dict, seeds, modes, dry: bool, r
             name = f"lesion_{mode}_seed{seed}"
             over = [f"data.dataset={dataset}", f"output.root={work / 'runs'}", f"output.name={name}",
                     "output.overwrite=true", f"model.mode={mode}", f"train.iterations={plan['steps']}",
-                    "train.val_every=1000000000", "train.log_every=50", "train.progress=off", f"train.seed={seed}",
-                    *(DRY["lesion_uda"] if dry else [])]
+                    "train.val_every=1000000000", f"train.log_every={_log_every('lesion_uda', dry)}", "train.progress=off",
+                    f"train.seed={seed}", *(DRY["lesion_uda"] if dry else [])]
             cls, cfg = build_config("lesion_uda", REPO / "configs" / "lesion_uda.yaml", over)
             t0 = time.perf_counter()
             summary = train_config(cls, cfg)
@@ -316,6 +328,7 @@ def run_lesion(dataset: Path, work: Path, plan: dict, seeds, modes, dry: bool, r
             exp["runs"].append({"mode": mode, "seed": seed, "steps": summary.get("steps", plan["steps"]),
                                 "train_s": train_s, "wall_s": time.perf_counter() - t0,
                                 "steps_per_s": plan["steps"] / train_s,
+                                "logged_steps_per_s": logged_rate(run_dir, cfg.train.log_every),
                                 "mean_dice": float(np.mean([r["dice"] for r in rows])), "cases": rows})
             print(f"[lesion_uda] seed {seed} {mode}: {plan['steps']} steps in {train_s:.1f} s "
                   f"({plan['steps'] / train_s:.2f} steps/s), mean target Dice {exp['runs'][-1]['mean_dice']:.3f}",
@@ -374,8 +387,12 @@ def run_mr(dataset: Path, work: Path, plan: dict, seeds, dry: bool, report: Repo
                 continue
             runs = work / "runs" / f"mr_{task}_seed{seed}"
             t0 = time.perf_counter()
+            extra = [f"train.log_every={_log_every('mr_synthesis', dry)}", *(DRY["mr_synthesis"] if dry else [])]
             res = bench.run_task(f"{task}_seed{seed}", dataset, target, plan["epochs"], runs, quick=False,
-                                 extra=DRY["mr_synthesis"] if dry else (), seed=seed, paper=True)
+                                 extra=extra, seed=seed, paper=True)
+            for variant in MR_VARIANTS:  # run_task names each run <label>_<variant>
+                res["timing"][variant]["logged_steps_per_s"] = logged_rate(
+                    runs / "mr_synthesis" / f"{task}_seed{seed}_{variant}", _log_every("mr_synthesis", dry))
             exp["tasks"][task][str(seed)] = {
                 "wall_s": time.perf_counter() - t0, "timing": res["timing"],
                 "methods": {n: {"mean": m["mean"], "cases": m["cases"]} for n, m in res["methods"].items()}}
@@ -423,7 +440,8 @@ def oct_settings(plan: dict, dry: bool) -> dict:
     """Per method the overrides of benchmarks/oct_anogan.py's run_comparison: the paper's config (dim 64,
     latent 128, 64 x 64 patches, batch 64, 5 critic steps) with the planned step counts."""
     gan, enc, ae = plan["fanogan_gan_steps"], plan["fanogan_encoder_steps"], plan["autoencoder_steps"]
-    common = ["train.log_every=100", "train.progress=off", *(DRY["oct_anogan"] if dry else [])]
+    common = [f"train.log_every={_log_every('oct_anogan', dry)}", "train.progress=off",
+              *(DRY["oct_anogan"] if dry else [])]
     return {"common": common,
             # validations start after the first encoder step (medgen skips them in the GAN phase); 4 pick best.pt
             "fanogan": [f"train.iterations={gan + enc}", f"model.encoder_iterations={enc}",
@@ -458,6 +476,11 @@ def run_oct(dataset: Path, work: Path, plan: dict, oct_seeds, dry: bool, report:
                     "specificity", "n_normal", "n_abnormal")
             entry["methods"][m] = {**{k: r["metrics"].get(k) for k in keep}, "train_s": r["train_s"],
                                    "infer_s": r["infer_s"]}
+            gan, every = plan["fanogan_gan_steps"], _log_every("oct_anogan", dry)
+            entry["methods"][m]["logged_steps_per_s"] = (
+                {"gan": logged_rate(r["run_dir"], every, last=gan),
+                 "encoder": logged_rate(r["run_dir"], every, first=gan)} if m == "fanogan"
+                else logged_rate(r["run_dir"], every))
             scores[m] = {v["id"]: float(v["score"]) for v in read_values(Path(r["run_dir"]) / "predictions", "test")}
         ids = sorted(set(scores["fanogan"]) & set(scores["autoencoder"]) & set(labels))
         entry["delong_fanogan_minus_ae"] = compare_roc_auc([scores["fanogan"][i] for i in ids],
@@ -575,35 +598,50 @@ def markdown(data: dict) -> str:
     device = (f"- device: {env.get('device_name')}; torch {env.get('torch')}, CUDA {env.get('cuda')}; "
               f"commit {env.get('commit')}; {env.get('date')}")
     timing = (f"- budget {data['settings']['budget_minutes']:g} min, expected {_f(plan.get('expected_total_s'), '.0f')} "
-              f"s, wall so far {data['wall_s']:.0f} s; complete: {data['complete']}")
+              f"s, wall {data['wall_s']:.0f} s; complete: {data['complete']}")
     status = [f"- {p}: {e['status']}" + (f" ({' '.join(str(e['error']).split())})" if e.get("error") else "") for p, e in ex.items()]
     lines = [f"# Paper-scale run{dry}", "", device, timing, '- rules: docs/benchmarks.md, "Paper-scale run"', *status,
              "", "## Decisions", ""]
     lines += _table([{k: r[k] for k in ("id", "claim", "measured", "verdict")} for r in data["decisions"]])
-    lines += ["", "## Plan (steps per run) and measured rates", ""]
+    lines += ["", "## Plan (steps per run) and rates", "",
+              ("Logged: the median steps/s of the trainer's metrics.csv without the first interval (what --rate "
+               "takes); set-up included: steps / the training call's wall time."), ""]
     rows = []
     rates = data["settings"]["rates"]
     les = ex.get("lesion_uda", {})
+
+    def median(values):
+        values = [v for v in values if v is not None]
+        return _f(float(np.median(values)) if values else None, ".2f")
+
     if "lesion_uda" in plan:
-        meas = [r["steps_per_s"] for r in les.get("runs", []) if "steps_per_s" in r and r["mode"] == "uda"]
+        uda = [r for r in les.get("runs", []) if r.get("mode") == "uda" and "steps_per_s" in r]
         rows.append({"pipeline": "lesion_uda", "runs": plan["lesion_uda"]["runs"],
                      "steps per run": plan["lesion_uda"]["steps"], "paper": PAPER_LESION_STEPS,
-                     "assumed steps/s": rates["lesion_uda"], "measured steps/s": _f(np.mean(meas) if meas else None, ".2f")})
+                     "assumed steps/s": rates["lesion_uda"],
+                     "logged steps/s": median(r["logged_steps_per_s"] for r in uda) + " (uda)",
+                     "set-up included": median(r["steps_per_s"] for r in uda)})
     if "mr_synthesis" in plan:
-        meas = [v["steps_per_s"] for t in ex.get("mr_synthesis", {}).get("tasks", {}).values() for s in t.values()
-                for v in s.get("timing", {}).values() if isinstance(v, dict) and "steps_per_s" in v]
+        timing = [v for t in ex.get("mr_synthesis", {}).get("tasks", {}).values() for s in t.values()
+                  for v in s.get("timing", {}).values() if isinstance(v, dict) and "steps_per_s" in v]
         rows.append({"pipeline": "mr_synthesis", "runs": plan["mr_synthesis"]["runs"],
                      "steps per run": f"{plan['mr_synthesis']['steps']} ({plan['mr_synthesis']['epochs']:g} epochs)",
                      "paper": f"{plan['mr_synthesis']['paper_steps']} (150 epochs)",
-                     "assumed steps/s": rates["mr_synthesis"], "measured steps/s": _f(np.mean(meas) if meas else None, ".2f")})
+                     "assumed steps/s": rates["mr_synthesis"],
+                     "logged steps/s": median(v.get("logged_steps_per_s") for v in timing),
+                     "set-up included": median(v["steps_per_s"] for v in timing)})
     if "oct_anogan" in plan:
         o = plan["oct_anogan"]
+        runs = [e["methods"] for e in (ex.get("oct_anogan", {}).get("seeds") or {}).values() if "methods" in e]
+        fa = [m["fanogan"].get("logged_steps_per_s") or {} for m in runs]
         rows.append({"pipeline": "oct_anogan", "runs": o["runs"],
                      "steps per run": f"f-AnoGAN {o['fanogan_gan_steps']} GAN + {o['fanogan_encoder_steps']} encoder; "
                                       f"autoencoder {o['autoencoder_steps']}",
                      "paper": f"{PAPER_FANOGAN_GAN} + {PAPER_FANOGAN_ENCODER}",
                      "assumed steps/s": f"{rates['fanogan']} / {rates['fanogan_encoder']} / {rates['autoencoder']}",
-                     "measured steps/s": "(train_s below)"})
+                     "logged steps/s": f"{median(f.get('gan') for f in fa)} / {median(f.get('encoder') for f in fa)} / "
+                                       f"{median(m['autoencoder'].get('logged_steps_per_s') for m in runs)}",
+                     "set-up included": "-"})
     for r, p in zip(rows, [p for p in PIPELINES if p in plan]):
         r["share of the paper's length"] = _f(plan[p].get("paper_fraction"), ".0%")
     lines += _table(rows)
@@ -626,8 +664,12 @@ def markdown(data: dict) -> str:
         if "methods" not in e:
             continue
         lines += ["", f"## oct_anogan seed {s} ({e['n_test']} test scans)", ""]
-        lines += _table([{"method": m, **{k: _f(v) if isinstance(v, float) else v for k, v in r.items()}}
-                         for m, r in e["methods"].items()])
+        def cell(v):
+            if isinstance(v, dict):  # f-AnoGAN's logged rates per phase
+                return " / ".join(f"{k} {_f(x, '.2f')}" for k, x in v.items())
+            return _f(v) if isinstance(v, float) else v
+
+        lines += _table([{"method": m, **{k: cell(v) for k, v in r.items()}} for m, r in e["methods"].items()])
     return "\n".join(lines) + "\n"
 
 

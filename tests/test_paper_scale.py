@@ -40,17 +40,22 @@ def test_dry_run_measures_every_experiment_and_writes_every_decision(ps, tmp_pat
     runs = {(r["mode"], r["seed"]): r for r in ex["lesion_uda"]["runs"]}
     assert set(runs) == {(m, s) for m in ps.LESION_MODES for s in (0, 1)}
     assert all(0.0 <= r["mean_dice"] <= 1.0 and r["steps"] == ps.DRY_STEPS["lesion_uda"] for r in runs.values())
+    assert all(r["logged_steps_per_s"] > 0 for r in runs.values())  # the rate to size the next run with
     assert np.isfinite(ex["lesion_uda"]["mean_dice"]["uda"])
     for task in ps.MR_TASKS:
         for seed in ("0", "1"):
             methods = ex["mr_synthesis"]["tasks"][task][seed]["methods"]
             assert {"cgan", "gea", "dea", "linear_regression"} <= set(methods)
             assert all(np.isfinite(methods[v]["mean"]["psnr"]) for v in ps.MR_VARIANTS)
+            timing = ex["mr_synthesis"]["tasks"][task][seed]["timing"]
+            assert all(timing[v]["logged_steps_per_s"] > 0 for v in ps.MR_VARIANTS)
         pairs = ex["mr_synthesis"]["paired"][task]["pairs"]
         assert set(pairs) == {"gea-cgan", "dea-gea"} and pairs["gea-cgan"]["psnr"]["n_pairs"] == 2 * 2  # 2 seeds x 2 test phantoms
     oct0 = ex["oct_anogan"]["seeds"]["0"]
     assert set(oct0["methods"]) == set(ps.OCT_METHODS) and oct0["n_test"] == 8
     assert 0.0 <= oct0["methods"]["fanogan"]["roc_auc"] <= 1.0 and "pixel_auc" in oct0["methods"]["autoencoder"]
+    rates = oct0["methods"]["fanogan"]["logged_steps_per_s"]
+    assert rates["gan"] > 0 and rates["encoder"] > 0 and oct0["methods"]["autoencoder"]["logged_steps_per_s"] > 0
     assert oct0["delong_fanogan_minus_ae"]["auc_b"] == pytest.approx(oct0["methods"]["autoencoder"]["roc_auc"])
     assert [r["id"] for r in data["decisions"]] == list(ps.RULES)
     assert all(r["verdict"] in ps.VERDICTS for r in data["decisions"])
