@@ -99,12 +99,10 @@ DATA = {
             "head": {"n_cases": 8, "shape": (24, 24, 24)},
             "oct": {"n_cases": 24, "shape": (64, 64)}},
 }
-# Dry run: the same configs and code, networks of the smoke configs' size and a few steps.
+# Dry run: the same configs and code, networks of the smoke configs' size and a few steps (lesion_uda: the
+# pipeline's SMALL_DEEPMEDIC, added where it is used).
 DRY = {
-    "lesion_uda": ["model.dm_channels=[8,8,12,12]", "model.residual_layers=[4]", "model.feature_layers=[2,4]",
-                   "model.subsample_factors=[3]", "model.fc_channels=[24,24]", "model.output_size=[9,9,9]",
-                   "model.disc_channels=[16,16]", "infer.output_size=[16,16,16]", "model.dropout=0.2",
-                   "train.batch_size=2"],
+    "lesion_uda": ["train.batch_size=2"],
     "mr_synthesis": ["data.patch_size=[16,16,16]", "model.ngf=8", "model.ndf=8", "model.n_layers_d=2",
                      "train.batch_size=2", "train.samples_per_epoch=4"],  # 2 steps per epoch, as the paper's run
     "oct_anogan": ["data.patch_size=[16,16]", "train.batch_size=4", "model.latent_dim=16", "model.dim=4",
@@ -190,7 +188,8 @@ def plan_runs(budget_s: float, rates: dict, seeds, oct_seeds, last_layer: bool, 
         plan["lesion_uda"] = {"runs": n_runs["lesion_uda"], "steps": steps, "paper_steps": PAPER_LESION_STEPS,
                               "train_s_per_run": steps / rates["lesion_uda"]}
     if "mr_synthesis" in alloc:
-        steps = max(1, min(int(PAPER_MR_EPOCHS * MR_STEPS_PER_EPOCH), int(alloc["mr_synthesis"] * rates["mr_synthesis"])))
+        paper_steps = int(PAPER_MR_EPOCHS * MR_STEPS_PER_EPOCH)
+        steps = max(1, min(paper_steps, int(alloc["mr_synthesis"] * rates["mr_synthesis"])))
         epochs = max(1.0, math.floor(steps / MR_STEPS_PER_EPOCH))
         plan["mr_synthesis"] = {"runs": n_runs["mr_synthesis"], "epochs": epochs,
                                 "steps": int(epochs * MR_STEPS_PER_EPOCH), "paper_epochs": PAPER_MR_EPOCHS,
@@ -230,7 +229,8 @@ def dry_plan(seeds, oct_seeds, last_layer: bool, only) -> dict:
     if "mr_synthesis" in only:
         plan["mr_synthesis"] = {"runs": len(MR_VARIANTS) * len(MR_TASKS) * len(seeds), "epochs": DRY_STEPS["mr_epochs"],
                                 "steps": int(DRY_STEPS["mr_epochs"] * MR_STEPS_PER_EPOCH),
-                                "paper_epochs": PAPER_MR_EPOCHS, "paper_steps": int(PAPER_MR_EPOCHS * MR_STEPS_PER_EPOCH)}
+                                "paper_epochs": PAPER_MR_EPOCHS,
+                                "paper_steps": int(PAPER_MR_EPOCHS * MR_STEPS_PER_EPOCH)}
     if "oct_anogan" in only:
         plan["oct_anogan"] = {"runs": len(OCT_METHODS) * len(oct_seeds), "fanogan_gan_steps": DRY_STEPS["fanogan_gan"],
                               "fanogan_encoder_steps": DRY_STEPS["fanogan_encoder"],
@@ -304,8 +304,10 @@ def logged_rate(run_dir, log_every: int, first: int = 0, last: int | None = None
 def run_lesion(dataset: Path, work: Path, plan: dict, seeds, modes, dry: bool, report: Report, deadline: float,
                keep_runs: bool) -> None:
     from medgen.engine.commands import build_config, evaluate, infer, train_config
+    from medgen.pipelines.lesion_uda import SMALL_DEEPMEDIC
 
-    exp = report.data["experiments"]["lesion_uda"] = {"status": "running", "runs": [], "target_domain": "B"}
+    dry_over = [*SMALL_DEEPMEDIC, *DRY["lesion_uda"]] if dry else []
+    exp = report.data["experiments"]["lesion_uda"] = {"status": "running", "runs": []}
     for seed in seeds:
         for mode in modes:
             if time.perf_counter() > deadline:
@@ -314,9 +316,10 @@ def run_lesion(dataset: Path, work: Path, plan: dict, seeds, modes, dry: bool, r
             name = f"lesion_{mode}_seed{seed}"
             over = [f"data.dataset={dataset}", f"output.root={work / 'runs'}", f"output.name={name}",
                     "output.overwrite=true", f"model.mode={mode}", f"train.iterations={plan['steps']}",
-                    "train.val_every=1000000000", f"train.log_every={_log_every('lesion_uda', dry)}", "train.progress=off",
-                    f"train.seed={seed}", *(DRY["lesion_uda"] if dry else [])]
+                    "train.val_every=1000000000", f"train.log_every={_log_every('lesion_uda', dry)}",
+                    "train.progress=off", f"train.seed={seed}", *dry_over]
             cls, cfg = build_config("lesion_uda", REPO / "configs" / "lesion_uda.yaml", over)
+            exp["target_domain"] = cfg.data.target_domain
             t0 = time.perf_counter()
             summary = train_config(cls, cfg)
             train_s = time.perf_counter() - t0
@@ -597,9 +600,10 @@ def markdown(data: dict) -> str:
     dry = " (DRY RUN: tiny sizes on the CPU, the numbers mean nothing)" if data["dry_run"] else ""
     device = (f"- device: {env.get('device_name')}; torch {env.get('torch')}, CUDA {env.get('cuda')}; "
               f"commit {env.get('commit')}; {env.get('date')}")
-    timing = (f"- budget {data['settings']['budget_minutes']:g} min, expected {_f(plan.get('expected_total_s'), '.0f')} "
-              f"s, wall {data['wall_s']:.0f} s; complete: {data['complete']}")
-    status = [f"- {p}: {e['status']}" + (f" ({' '.join(str(e['error']).split())})" if e.get("error") else "") for p, e in ex.items()]
+    timing = (f"- budget {data['settings']['budget_minutes']:g} min, expected "
+              f"{_f(plan.get('expected_total_s'), '.0f')} s, wall {data['wall_s']:.0f} s; complete: {data['complete']}")
+    status = [f"- {p}: {e['status']}" + (f" ({' '.join(str(e['error']).split())})" if e.get("error") else "")
+              for p, e in ex.items()]
     lines = [f"# Paper-scale run{dry}", "", device, timing, '- rules: docs/benchmarks.md, "Paper-scale run"', *status,
              "", "## Decisions", ""]
     lines += _table([{k: r[k] for k in ("id", "claim", "measured", "verdict")} for r in data["decisions"]])
@@ -657,7 +661,8 @@ def markdown(data: dict) -> str:
     for task, entry in (mr.get("paired") or {}).items():
         lines += ["", f"## mr_synthesis {task}: test means over seeds {entry['seeds']}", ""]
         lines += _table([{"method": n, **{k: _f(v, ".4f") for k, v in m.items()}} for n, m in entry["means"].items()])
-        lines += [""] + _table([{"pair": p, **{k: f"{d['mean_difference']:+.4f} (p {_f(d['p'])})" for k, d in v.items()}}
+        lines += [""] + _table([{"pair": p, **{k: f"{d['mean_difference']:+.4f} (p {_f(d['p'])})"
+                                               for k, d in v.items()}}
                                 for p, v in entry["pairs"].items()])
     oc = ex.get("oct_anogan", {})
     for s, e in (oc.get("seeds") or {}).items():
@@ -763,9 +768,12 @@ def _run(args) -> int:
     for p in only:
         print(f"  {p}: " + ", ".join(f"{k} {_f(v, '.0f') if isinstance(v, float) else v}" for k, v in plan[p].items()))
     if plan["expected_total_s"] is not None:
-        print(f"expected time: {plan['expected_total_s'] / 60:.1f} min (budget {args.budget_minutes:g} min)", flush=True)
+        print(f"expected time: {plan['expected_total_s'] / 60:.1f} min (budget {args.budget_minutes:g} min)",
+              flush=True)
     report.write()
-    limit = args.hard_limit_minutes if args.hard_limit_minutes is not None else (None if dry else args.budget_minutes + 1.0)
+    limit = args.hard_limit_minutes
+    if limit is None and not dry:
+        limit = args.budget_minutes + 1.0
     deadline = time.perf_counter() + (math.inf if limit is None else limit * 60.0)
     sizes = DATA["dry" if dry else "paper"]
     with tempfile.TemporaryDirectory(prefix="medgen_paper_scale_") as tmp:
@@ -774,9 +782,9 @@ def _run(args) -> int:
         data = {}
         if "lesion_uda" in only:
             s = sizes["lesion"]
-            data["lesion_uda"] = write_phantom_dataset("lesion_domains", work / "data" / "lesion_domains",
-                                                       n_cases=s["n_cases"], seed=0, shape=s["shape"],
-                                                       spacing=s["spacing"], lesions=s["lesions"], overwrite=True).parent
+            data["lesion_uda"] = write_phantom_dataset(
+                "lesion_domains", work / "data" / "lesion_domains", n_cases=s["n_cases"], seed=0, shape=s["shape"],
+                spacing=s["spacing"], lesions=s["lesions"], overwrite=True).parent
         if "mr_synthesis" in only:
             s = sizes["head"]
             data["mr_synthesis"] = write_phantom_dataset("head", work / "data" / "head", n_cases=s["n_cases"], seed=0,
@@ -799,14 +807,16 @@ def _run(args) -> int:
                 runners[p]()
             except Exception as exc:  # noqa: BLE001 - one pipeline's failure must not cost the others their run
                 exp = report.data["experiments"][p]
-                exp.update(status="error", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()[-4000:])
+                exp.update(status="error", error=f"{type(exc).__name__}: {exc}",
+                           traceback=traceback.format_exc()[-4000:])
                 print(f"[{p}] FAILED, going on with the next pipeline: {exp['error']}", file=sys.stderr, flush=True)
                 report.write()
     report.data["complete"] = all(report.data["experiments"][p]["status"] == "done" for p in only)
     if torch.cuda.is_available():
         report.data["max_cuda_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
     report.write()
-    print("\n" + "\n".join(_table([{k: r[k] for k in ("id", "verdict", "measured")} for r in report.data["decisions"]])))
+    verdicts = [{k: r[k] for k in ("id", "verdict", "measured")} for r in report.data["decisions"]]
+    print("\n" + "\n".join(_table(verdicts)))
     print(f"\ntotal {report.data['wall_s']:.0f} s; wrote {report.json_path} and {report.md_path}")
     failed = [p for p in only if report.data["experiments"][p]["status"] == "error"]
     if failed:
