@@ -119,6 +119,7 @@ GAP_TARGET = 0.5  # uda must close at least half of the gap (the paper closed mo
 ALPHA = 0.05  # two-sided significance level of every paired test
 PIXEL_MARGIN = 0.02  # pixel AUC difference that counts (pooled pixels have no valid test: they are correlated)
 AUC_PAPER = 0.9
+MIN_SEEDS = 2  # lesion_uda and mr_synthesis: fewer seeds with every run done leave the claims undecided
 RULES = {
     "lesion_uda.gap_exists": (
         "a gap to close",
@@ -126,18 +127,20 @@ RULES = {
     "lesion_uda.uda_closes_half_gap": (
         "uda closes at least half of the source_only -> target_supervised gap",
         (f"gap closed by the seed means >= {GAP_TARGET}: shown; < {GAP_TARGET}: not shown; undecided when there is "
-         "no gap")),
+         f"no gap or fewer than {MIN_SEEDS} seeds have all three modes")),
     "lesion_uda.multi_layer_beats_last_layer": (
         "the multi-layer discriminator beats the last-layer one",
-        "gap closed (seed means) of uda > uda_last_layer (needs --last-layer; not run otherwise)"),
+        ("gap closed (seed means) of uda > uda_last_layer (needs --last-layer; not run otherwise); undecided as "
+         "the row above")),
     **{f"mr_synthesis.{task}.{a}_gt_{b}": (
         f"{task.replace('_', ' -> ').upper()}: {a} > {b}",
         (f"paired differences {a} - {b} over seeds x test phantoms, on PSNR and on edge_corr: both > 0 with paired "
-         f"t-test p < {ALPHA}: shown; either < 0 with p < {ALPHA}: contradicted; else not shown"))
+         f"t-test p < {ALPHA}: shown; either < 0 with p < {ALPHA}: contradicted; else not shown; undecided with "
+         f"fewer than {MIN_SEEDS} seeds"))
        for task in MR_TASKS for a, b in MR_PAIRS},
     **{f"mr_synthesis.{task}.ordering": (
         f"{task.replace('_', ' -> ').upper()}: dea > gea > cgan (the paper's order)",
-        "both pairs above shown: shown; either contradicted: contradicted; else not shown")
+        "both pairs above shown: shown; either contradicted: contradicted; else not shown (undecided as they are)")
        for task in MR_TASKS},
     "oct_anogan.image_auc_gt_ae": (
         "f-AnoGAN's image ROC AUC > the autoencoder's",
@@ -523,7 +526,8 @@ def decide(experiments: dict) -> list[dict]:
         means = ", ".join(f"{m} {_f(v)}" for m, v in md.items())
         rows["lesion_uda.gap_exists"] = _row("lesion_uda.gap_exists", "shown" if gap >= GAP_MIN else "not shown",
                                              f"{means} (seeds {les['seeds_complete']}); gap {_f(gap)}")
-        if gap < GAP_MIN or not math.isfinite(frac):
+        few = len(les["seeds_complete"]) < MIN_SEEDS
+        if few or gap < GAP_MIN or not math.isfinite(frac):
             v = "undecided"
         else:
             v = "shown" if frac >= GAP_TARGET else "not shown"
@@ -531,7 +535,7 @@ def decide(experiments: dict) -> list[dict]:
                                                       f"gap closed {_f(frac)} ({seeds})")
         if "gap_closed_uda_last_layer" in les:
             last = les["gap_closed_uda_last_layer"]
-            if gap < GAP_MIN or not (math.isfinite(frac) and math.isfinite(last)):
+            if few or gap < GAP_MIN or not (math.isfinite(frac) and math.isfinite(last)):
                 v = "undecided"
             else:
                 v = "shown" if frac > last else "not shown"
@@ -543,7 +547,9 @@ def decide(experiments: dict) -> list[dict]:
             pair = entry["pairs"][f"{a}-{b}"]
             d = [pair[k] for k in ("psnr", "edge_corr")]
             sig = [x["p"] is not None and math.isfinite(x["p"]) and x["p"] < ALPHA for x in d]
-            if all(x["mean_difference"] > 0 and s for x, s in zip(d, sig)):
+            if len(entry["seeds"]) < MIN_SEEDS:
+                v = "undecided"
+            elif all(x["mean_difference"] > 0 and s for x, s in zip(d, sig)):
                 v = "shown"
             elif any(x["mean_difference"] < 0 and s for x, s in zip(d, sig)):
                 v = "contradicted"
@@ -554,8 +560,8 @@ def decide(experiments: dict) -> list[dict]:
                                  for k in ("psnr", "edge_corr", "edge_l1"))
             rid = f"mr_synthesis.{task}.{a}_gt_{b}"
             rows[rid] = _row(rid, v, f"{measured}; {pair['psnr']['n_pairs']} pairs, seeds {entry['seeds']}")
-        v = ("shown" if all(s == "shown" for s in states) else
-             "contradicted" if "contradicted" in states else "not shown")
+        v = ("shown" if all(s == "shown" for s in states) else "contradicted" if "contradicted" in states
+             else "undecided" if "undecided" in states else "not shown")
         psnr = " / ".join(f"{n} {_f(entry['means'][n]['psnr'], '.2f')}" for n in MR_VARIANTS if n in entry["means"])
         rows[f"mr_synthesis.{task}.ordering"] = _row(f"mr_synthesis.{task}.ordering", v, f"PSNR means {psnr}")
     seeds = {s: e for s, e in (experiments.get("oct_anogan", {}).get("seeds") or {}).items() if "methods" in e}

@@ -145,6 +145,12 @@ def test_the_decision_rules_give_the_documented_verdicts(ps):
     assert v["oct_anogan.image_auc_gt_ae"] == "contradicted"
     v = {r["id"]: r["verdict"] for r in ps.decide({"lesion_uda": les_third})}
     assert v["lesion_uda.uda_closes_half_gap"] == "not shown" and v["oct_anogan.image_auc_gt_ae"] == "not run"
+    # one seed (a run cut short): lesion_uda and mr_synthesis undecided, whatever the numbers say
+    one_seed = {t: {"0": r["0"]} for t, r in _mr_tasks({"cgan": 0.0, "gea": 0.5, "dea": 1.0}).items()}
+    v = {r["id"]: r["verdict"] for r in ps.decide({"lesion_uda": dict(les, seeds_complete=[0]),
+                                                   "mr_synthesis": {"paired": ps.mr_paired(one_seed)}})}
+    assert v["lesion_uda.uda_closes_half_gap"] == "undecided" and v["lesion_uda.gap_exists"] == "shown"
+    assert v["mr_synthesis.t1_t2.gea_gt_cgan"] == "undecided" and v["mr_synthesis.t1_flair.ordering"] == "undecided"
 
 
 def test_refuses_to_start_without_cuda(ps, tmp_path, monkeypatch, capsys):
