@@ -5,23 +5,11 @@
 #
 #   MEDGEN_COMMIT=<git rev-parse HEAD of the tree sent> bash benchmarks/gpu/run_on_device.sh [gpu-check options]
 #
-# The wheels go to /tmp/site (nothing is fetched: the machine has no network); the JSON, markdown, pytest log
-# and this console log go to $OUT (what comes back from the machine), or to benchmarks/results/gpu when OUT is
-# unset. The defaults below keep the whole run inside one 10-minute command; later options override them.
+# The wheels go to /tmp/site (device_env.sh); the JSON, markdown, pytest log and this console log go to $OUT (what
+# comes back from the machine), or to benchmarks/results/gpu when OUT is unset. The defaults below keep the whole
+# run inside one 10-minute command; later options override them.
 set -uo pipefail
-cd "$(dirname "$0")/../.." || exit 1
-PY="${PYTHON:-python3}"
-if compgen -G ".whl/*.whl" >/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        || { echo "run_on_device.sh: installing the carried wheels failed" >&2; exit 1; }
-    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's medgen, in every subprocess too
-export PYTHONUNBUFFERED=1
-OUT_DIR="${OUT:-benchmarks/results/gpu}"
-mkdir -p "$OUT_DIR"
-CONSOLE=/dev/null
-[ -n "${OUT:-}" ] && CONSOLE="$OUT/gpu-check_console.log"
+source "$(dirname "$0")/device_env.sh" benchmarks/results/gpu gpu-check_console.log
 "$PY" -m medgen gpu-check --out "$OUT_DIR" --time-limit 480 --tests-timeout 240 --test-timeout 120 \
     --bench-timeout 150 --steps 5 --warmup 2 "$@" 2>&1 | tee "$CONSOLE"
 exit "${PIPESTATUS[0]}"
