@@ -195,13 +195,15 @@ def _add_demo(sub):
     p.add_argument("--only", nargs="*", default=None,
                    help="only these pipelines' demos (--only with no name: phantoms and check-data only)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=None,
+                   help="pipeline demos run at once, one process and one thread each (default: 2 on 2+ cores)")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args) -> int:
     from medgen.engine.demo import run_demo
 
-    return run_demo(args.out, args.runs, only=args.only, seed=args.seed)
+    return run_demo(args.out, args.runs, only=args.only, seed=args.seed, jobs=args.jobs)
 
 
 def _add_train(sub):

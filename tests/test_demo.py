@@ -24,6 +24,18 @@ def test_demo_writes_and_checks_phantoms_in_one_line_each(tmp_path, capsys):
     assert (tmp_path / "data" / "head" / "dataset.json").stat().st_mtime_ns == stamp
 
 
+def test_a_demo_runs_in_its_own_process_and_prints_only_its_table(tmp_path, capsys):
+    """The pipelines' demos run in worker processes (spawned): the parent prints the table and verdict, and
+    what the worker prints goes to the pipeline's demo.log."""
+    assert run_demo(tmp_path / "data", tmp_path / "runs", only=["expression_vae"], jobs=2) == 0
+    out = capsys.readouterr().out
+    assert "== expression_vae" in out and "verdict: tybalt" in out and "| baseline: pca" in out
+    assert "step 10/" not in out  # the trainer's lines are in the log, not on the screen
+    assert (tmp_path / "runs" / "expression_vae" / "demo.log").is_file()  # what the worker printed, if anything
+    assert (tmp_path / "runs" / "expression_vae" / "demo_tybalt" / "eval" / "summary.json").is_file()
+    assert "(1 demo(s) at a time)" in out  # never more workers than demos
+
+
 @pytest.mark.parametrize("name", [n for n in PIPELINES.names() if demo_spec(PIPELINES.get(n))])
 def test_every_demo_yaml_builds_valid_configs(name, tmp_path):
     cls = PIPELINES.get(name)

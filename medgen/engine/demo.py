@@ -3,6 +3,11 @@ train -> infer -> evaluate on its phantom with the settings in the pipeline's `d
 short table per pipeline: each run beside the pipeline's baselines and floors on the same test cases, with a
 one-line verdict. Everything a step prints goes to `<runs>/<pipeline>/demo.log`.
 
+The pipelines' demos are independent, so `jobs` of them run at once, each in its own process (`spawn`: a fresh
+interpreter, no state shared with the parent) on one torch thread (each demo.yaml sets `train.threads=1`; on two
+cores, two single-threaded processes finish sooner than one process on two threads, whose OpenMP threads wait on
+each other). The tables are printed in the pipelines' order whatever order they finish in.
+
 `demo.yaml` (package data beside the pipeline's method; safe YAML, plain data only):
 
 | key | meaning |
@@ -21,10 +26,13 @@ one-line verdict. Everything a step prints goes to `<runs>/<pipeline>/demo.log`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
+import multiprocessing
+import os
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from importlib import resources
 from pathlib import Path
 
@@ -170,7 +178,33 @@ def gap_closed_line(spec: dict, runs: dict) -> str:
             f"closed by {spec['run']} ({mid:.3g}): {said}")
 
 
-def run_demo(out="demo_data", runs="runs/demo", only=None, seed: int = 0) -> int:
+def _demo_in_log(name: str, data_root: Path, runs_root: Path, seed: int, log: Path) -> dict:
+    """One pipeline's demo with everything it prints in `log`: its result, or {"error": message}."""
+    from medgen.registry import PIPELINES
+
+    cls = PIPELINES.get(name)
+    # a worker process of its own: its file descriptors 1 and 2 are pointed at the log, so what the trainer's
+    # logging handlers, warnings and libraries write lands there too, not only Python-level prints
+    with open(log, "w") as fh:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            return run_pipeline_demo(cls, demo_spec(cls), data_root, runs_root, seed)
+        except MedgenError as exc:
+            return {"error": str(exc)}
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+
+
+def default_jobs() -> int:
+    """Two demos at once where there are two cores or more (each runs on one thread)."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def run_demo(out="demo_data", runs="runs/demo", only=None, seed: int = 0, jobs: int | None = None) -> int:
     from medgen.data.check import main as check_main
     from medgen.engine.evaluation import methods_table
     from medgen.registry import PIPELINES
@@ -184,29 +218,31 @@ def run_demo(out="demo_data", runs="runs/demo", only=None, seed: int = 0) -> int
     print(f"phantoms in {out} ({time.perf_counter() - t_all:.0f} s); check-data:")
     for kind, path in datasets.items():
         failures += check_main(str(path.parent), summary=True) != 0
+    todo = []
     for name in PIPELINES.names():
         if only is not None and name not in only:
             continue
-        cls = PIPELINES.get(name)
-        spec = demo_spec(cls)
-        if spec is None:
-            continue
-        log = runs / name / "demo.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        print(f"\n== {name}: {spec.get('description', '')}".rstrip())
-        try:
-            with open(log, "w") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
-                result = run_pipeline_demo(cls, spec, out, runs, seed)
-        except MedgenError as exc:
-            print(f"FAILED: {exc} (details: {log})")
-            failures += 1
-            continue
-        print(methods_table(result["methods"], key_metric=result["metric"], metrics=spec.get("metrics")))
-        for line in result["lines"]:
-            print(line)
-        print(f"verdict: {result['verdict']}")
-        if spec.get("note"):
-            print(f"note: {' '.join(str(spec['note']).split())}")
-        print(f"({result['seconds']:.0f} s; runs and log under {runs / name})")
-    print(f"\ndemo finished in {time.perf_counter() - t_all:.0f} s" + (f" with {failures} failure(s)" if failures else ""))
+        spec = demo_spec(PIPELINES.get(name))
+        if spec is not None:
+            (runs / name).mkdir(parents=True, exist_ok=True)
+            todo.append((name, spec))
+    jobs = max(1, min(jobs or default_jobs(), len(todo) or 1))
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_demo_in_log, name, out, runs, seed, runs / name / "demo.log") for name, _ in todo]
+        for (name, spec), future in zip(todo, futures):
+            print(f"\n== {name}: {spec.get('description', '')}".rstrip(), flush=True)
+            result = future.result()
+            if "error" in result:
+                print(f"FAILED: {result['error']} (details: {runs / name / 'demo.log'})")
+                failures += 1
+                continue
+            print(methods_table(result["methods"], key_metric=result["metric"], metrics=spec.get("metrics")))
+            for line in result["lines"]:
+                print(line)
+            print(f"verdict: {result['verdict']}")
+            if spec.get("note"):
+                print(f"note: {' '.join(str(spec['note']).split())}")
+            print(f"({result['seconds']:.0f} s; runs and log under {runs / name})", flush=True)
+    print(f"\ndemo finished in {time.perf_counter() - t_all:.0f} s ({jobs} demo(s) at a time)"
+          + (f" with {failures} failure(s)" if failures else ""))
     return 1 if failures else 0
