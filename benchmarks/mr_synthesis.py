@@ -322,7 +322,7 @@ def save_preview(res: dict, path: Path) -> None:
         axes[0, i].set_title(name.replace("_regression", "").replace("histogram_matching", "hist. match"), fontsize=7)
         for ax in axes[:, i]:
             ax.axis("off")
-    fig.suptitle(f"{res['task']}: {case['id']} (top: image, bottom: Sobel edge map)", fontsize=8)
+    fig.suptitle(f"{res['task']}: {case.id} (top: image, bottom: Sobel edge map)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=70)
     plt.close(fig)
