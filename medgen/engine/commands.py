@@ -142,14 +142,25 @@ def load_trained(run_or_ckpt, checkpoint: str = "best", device: str = "auto", da
     elif path.is_dir():
         run_dir = path
         stage_paths = sorted(path.glob("stage*/checkpoints")) or [path / "checkpoints"]
-        ckpts = []
-        for folder in stage_paths:
-            chosen = folder / f"{checkpoint}.pt"
-            ckpts.append(chosen if chosen.exists() else folder / "last.pt")
+        ckpts = [_named_checkpoint(folder, checkpoint) for folder in stage_paths]
     else:
         raise MedgenError(f"{path}: neither a run directory nor a checkpoint file")
     cls, cfg, stages = load_stages(ckpts, device, dataset, local_rank)
     return cls, cfg, stages, run_dir
+
+
+def _named_checkpoint(folder: Path, name: str) -> Path:
+    """`folder/<name>.pt`. Only `best` falls back (to `last.pt`, for a run stopped before its first validation):
+    any other name that is not there is an error listing the names that are, never another checkpoint."""
+    names = sorted(p.name[:-3] for p in folder.glob("*.pt")) if folder.is_dir() else []
+    plain = name and "/" not in name and "\\" not in name and not name.startswith(".")
+    chosen = folder / f"{name}.pt"
+    if plain and chosen.is_file():
+        return chosen
+    if name == "best" and (folder / "last.pt").is_file():
+        return folder / "last.pt"
+    raise MedgenError(f"{folder}: no checkpoint named {name!r}; this run has: "
+                      f"{', '.join(names) if names else 'no checkpoints'}")
 
 
 def load_stages(ckpts, device: str = "auto", dataset: str | None = None, local_rank: int = 0):

@@ -197,6 +197,15 @@ def test_infer_predicts_again_when_the_model_or_an_input_changed(trained, tmp_pa
     assert result["written"] == 1 and result["skipped"] == n - 1
 
 
+def test_an_unknown_checkpoint_name_is_an_error_listing_the_names(trained, tmp_path):
+    run, head = trained
+    for name in ("bset", "../checkpoints/best", ""):
+        with pytest.raises(MedgenError, match=r"no checkpoint named .*this run has: best, last"):
+            infer(run, head.parent, out=tmp_path / "pred", checkpoint=name)
+    assert not (tmp_path / "pred").exists()
+    assert infer(run, head.parent, out=tmp_path / "pred", checkpoint="last")["written"] >= 1
+
+
 def test_infer_never_replaces_a_users_file(trained, tmp_path):
     run, head = trained
     out = tmp_path / "pred"
