@@ -263,6 +263,20 @@ def test_one_bad_case_first_does_not_stop_the_others(trained, tmp_path, how, cap
     assert statuses[0] == "failed" and all(s == "ok" for s in statuses[1:])
 
 
+def test_a_list_of_paths_for_one_image_names_the_case_and_key(trained, tmp_path, capsys):
+    run, head = trained
+    data = _copy_dataset(head, tmp_path / "data")
+    meta = json.loads((data / "dataset.json").read_text())
+    case = meta["training"][0]
+    case["t1"] = [case["t1"], case["t1"]]
+    (data / "dataset.json").write_text(json.dumps(meta))
+    assert main(["train", "template_translation", f"data.dataset={data}", "data.patch_size=[16,16,16]", *TOY,
+                 "train.iterations=2", f"output.root={tmp_path / 'runs'}", "output.name=r"]) == 2
+    err = capsys.readouterr().err
+    assert f"case '{case['id']}' (training) key 't1': expected one file path, got a list of 2" in err
+    assert "TypeError" not in err and "dataset.json" in err
+
+
 def test_a_prediction_that_is_not_finite_is_never_marked_ok(trained, tmp_path, monkeypatch):
     run, head = trained
     from medgen.pipelines.image_to_image import ImageToImagePipeline
