@@ -18,7 +18,7 @@ from medgen.engine.logging import progress_bar
 from medgen.engine.rundir import claimed_run_dir
 from medgen.files import write_json_atomic
 from medgen.engine.trainer import Trainer, resolve_device
-from medgen.errors import MedgenError
+from medgen.errors import DataError, MedgenError
 from medgen.registry import PIPELINES
 
 
@@ -238,6 +238,12 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
     dist = ddp.init_distributed(device)
     cls, cfg, stages, run_dir = load_trained(run, checkpoint, device, dataset, local_rank=dist.local_rank)
     units = _written_units(stages, units or cfg.infer.units)
+    source = stages[0].data
+    splits = ("training", "validation", "test") if split == "all" else (split,)
+    if not any(source.ids(s) for s in splits):  # exit 0 with nothing predicted would look like success
+        where = getattr(getattr(source, "datalist", None), "source", None) or source.ref.path
+        which = "the training, validation and test splits are" if split == "all" else f"the '{split}' split is"
+        raise DataError(where, f"no cases to predict: {which} empty or missing")
     out = Path(out) if out else Path(run_dir) / "predictions"
     if dist.is_main:
         try:
@@ -248,7 +254,6 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
     manifest = _read_manifest(out, cls.name)
     model = [dict(s.checkpoint or {}, stage=s.stage) for s in stages]
     model_digest = _digest([m.get("sha256") for m in model])
-    source = stages[0].data
     if manifest["cases"] and manifest.get("units", "physical") != units:
         raise MedgenError(f"{out} holds predictions in {manifest.get('units', 'physical')} units; write the "
                           f"{units} ones to another --out")
@@ -257,7 +262,6 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
     folder = OutputFolder(out, owned=manifest.get("written", []), overwrite=overwrite)
     mine = {"pipeline": cls.name, "cases": {}}
     part_path = out / (f"manifest.rank{dist.rank}.json" if dist.enabled else "manifest.json")
-    splits = ("training", "validation", "test") if split == "all" else (split,)
     written = skipped = failed = 0
     output_key = stages[0].output_name
 

@@ -277,6 +277,18 @@ def test_a_list_of_paths_for_one_image_names_the_case_and_key(trained, tmp_path,
     assert "TypeError" not in err and "dataset.json" in err
 
 
+@pytest.mark.parametrize("text", ["{}", '{"training": [], "test": []}'])
+def test_infer_on_an_empty_split_is_an_error(trained, tmp_path, text, capsys):
+    run, head = trained
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset.json").write_text(text)
+    assert main(["infer", str(run), str(data), "--out", str(tmp_path / "pred")]) == 2
+    err = capsys.readouterr().err
+    assert "dataset.json" in err and "no cases to predict: the 'test' split is empty or missing" in err
+    assert not (tmp_path / "pred").exists()
+
+
 def test_a_prediction_that_is_not_finite_is_never_marked_ok(trained, tmp_path, monkeypatch):
     run, head = trained
     from medgen.pipelines.image_to_image import ImageToImagePipeline
