@@ -233,7 +233,8 @@ def _add_infer(sub):
                         "(default: the run's dataset)")
     p.add_argument("--split", default="test", help="training | validation | test | all (default: test)")
     p.add_argument("--out", default=None, help="output folder (default: <run>/predictions)")
-    p.add_argument("--checkpoint", default="best", help="a checkpoint of the run: best, last, last.prev or step<N> (an unknown name is an error)")
+    p.add_argument("--checkpoint", default="best",
+                   help="a checkpoint of the run: best, last, last.prev or step<N> (an unknown name is an error)")
     p.add_argument("--overwrite", action="store_true", help="replace existing prediction files")
     p.add_argument("--device", default="auto")
     p.add_argument("--units", choices=("physical", "normalised"), default=None,

@@ -13,8 +13,9 @@ normalisations need a foreground). Without `keys`, an image key most cases have 
 
 Dimensions: a 3D dataset holds one 3D volume per key, so a 1D / 2D file, or a 4D one (time frames or
 channels), is a problem. A 2D dataset (OCT B-scans: `"spatial_dims": 2`, or a case holding a 2D file whose
-keys name no volume such as t1 or ct) is read the way the oct_anogan pipeline reads it, with `medgen.data.io.load_bscan`: (H, W), (H, W, C) channel-last and
-(C, H, W) channel-first with C in 1 / 3 / 4 are all fine, and a case's files are compared by (H, W).
+keys name no volume such as t1 or ct) is read the way the oct_anogan pipeline reads it, with
+`medgen.data.io.load_bscan`: (H, W), (H, W, C) channel-last and (C, H, W) channel-first with C in 1 / 3 / 4
+are all fine, and a case's files are compared by (H, W).
 """
 
 from __future__ import annotations
