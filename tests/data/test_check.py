@@ -248,8 +248,8 @@ def test_an_image_key_missing_from_a_few_cases_is_flagged(tmp_path):
     cases = [_good_case(tmp_path, c) for c in "abcde"]
     del cases[1]["t1"], cases[3]["mask"]  # a label may be partial, an image may not
     msgs = _messages(check_dataset(_write(tmp_path, cases)))
-    assert msgs == [("b", "t1", "case 'b' (training) has no key 't1', which 4 of the 5 cases have; keys present: "
-                                "t2, mask")], msgs
+    want = "case 'b' (training) has no key 't1', which 4 of the 5 cases have; keys present: t2, mask"
+    assert msgs == [("b", "t1", want)], msgs
 
 
 def test_a_typo_in_a_file_kind_is_flagged(tmp_path):
@@ -277,8 +277,8 @@ def _expression(root, values=None, ids=None):
 def test_expression_sample_ids_and_a_constant_matrix(tmp_path):
     assert check_dataset(_expression(tmp_path)).ok
     msgs = _messages(check_dataset(_expression(tmp_path, ids=["S0", "S1", "S2", "S3", "S4", "NOT_A_SAMPLE"])))
-    assert msgs == [("NOT_A_SAMPLE", "id", "1 'test' sample id(s) are not rows of tables.expression, "
-                                           "e.g. NOT_A_SAMPLE")], msgs
+    want = "1 'test' sample id(s) are not rows of tables.expression, e.g. NOT_A_SAMPLE"
+    assert msgs == [("NOT_A_SAMPLE", "id", want)], msgs
     msgs = _messages(check_dataset(_expression(tmp_path, values=np.ones((6, 4)))))
     assert len(msgs) == 1 and "a constant matrix" in msgs[0][2], msgs
 

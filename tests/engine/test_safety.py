@@ -264,7 +264,7 @@ def test_one_bad_case_first_does_not_stop_the_others(trained, tmp_path, how, cap
 
 
 def test_a_list_of_paths_for_one_image_names_the_case_and_key(trained, tmp_path, capsys):
-    run, head = trained
+    _, head = trained
     data = _copy_dataset(head, tmp_path / "data")
     meta = json.loads((data / "dataset.json").read_text())
     case = meta["training"][0]
@@ -279,7 +279,7 @@ def test_a_list_of_paths_for_one_image_names_the_case_and_key(trained, tmp_path,
 
 @pytest.mark.parametrize("text", ["{}", '{"training": [], "test": []}'])
 def test_infer_on_an_empty_split_is_an_error(trained, tmp_path, text, capsys):
-    run, head = trained
+    run, _ = trained
     data = tmp_path / "data"
     data.mkdir()
     (data / "dataset.json").write_text(text)
