@@ -311,7 +311,9 @@ def check_dataset(dataset_dir: str | os.PathLike, keys: Iterable[str] | str | No
         report.add("-", "-", json_path, f"no cases in the splits {', '.join(splits)}")
     _check_declared_kinds(report, cases, declared, json_path)
     if wanted is None:
-        _check_missing_image_keys(report, cases, declared, json_path)
+        optional = data.get("optional_keys")
+        optional = {str(k) for k in optional} if isinstance(optional, list) else set()
+        _check_missing_image_keys(report, cases, declared, json_path, optional)
     seen_keys: dict[str, None] = {}
     for split, items in cases.items():
         for case in items:
@@ -358,9 +360,11 @@ def _check_declared_kinds(report: CheckReport, cases: dict, declared: dict, json
                                             "plain value, not as a file")
 
 
-def _check_missing_image_keys(report: CheckReport, cases: dict, declared: dict, json_path: Path) -> None:
+def _check_missing_image_keys(report: CheckReport, cases: dict, declared: dict, json_path: Path,
+                              optional: set) -> None:
     """An image key that more than half of the cases have is expected in every case: a case without it is
-    refused by any pipeline that reads the key (label keys may be partial: unlabelled cases are common)."""
+    refused by any pipeline that reads the key (label keys may be partial: unlabelled cases are common).
+    Keys the json lists under "optional_keys" (make-dataset --missing keep writes them) may be missing."""
     from medgen.data.datalist import _is_path_value, guess_kind
 
     every = [c for items in cases.values() for c in items]
@@ -370,7 +374,7 @@ def _check_missing_image_keys(report: CheckReport, cases: dict, declared: dict, 
             if _is_path_value(k, v, declared) and declared.get(k, guess_kind(k)) == "image":
                 counts[k] = counts.get(k, 0) + 1
     for key, n in counts.items():
-        if n * 2 <= len(every) or n == len(every):
+        if n * 2 <= len(every) or n == len(every) or key in optional:
             continue
         for split, items in cases.items():
             for c in items:

@@ -250,6 +250,7 @@ def test_an_image_key_missing_from_a_few_cases_is_flagged(tmp_path):
     msgs = _messages(check_dataset(_write(tmp_path, cases)))
     want = "case 'b' (training) has no key 't1', which 4 of the 5 cases have; keys present: t2, mask"
     assert msgs == [("b", "t1", want)], msgs
+    assert check_dataset(_write(tmp_path, cases, optional_keys=["t1"])).ok  # make-dataset --missing keep
 
 
 def test_a_typo_in_a_file_kind_is_flagged(tmp_path):
