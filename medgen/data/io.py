@@ -121,8 +121,9 @@ def load_header(path: str | os.PathLike) -> ImageHeader:
             raise DataError(path, f"cannot read the NIfTI header ({type(err).__name__}: {err})") from err
         bad = [name for name, m in forms.items() if not np.isfinite(np.asarray(m, dtype=np.float64)).all()]
         if bad:
-            raise DataError(path, f"the header's {' and '.join(bad)} hold NaN or Inf values (pixdim, quatern_* or "
-                                  "srow_* fields): the image has no usable voxel-to-world geometry")
+            raise DataError(path, f"the header's {' and '.join(bad)} {'hold' if len(bad) > 1 else 'holds'} NaN or "
+                                  "Inf values (pixdim, quatern_*, qoffset_* or srow_* fields): the image has no "
+                                  "usable voxel-to-world geometry")
         spatial = shape[: min(len(shape), 3)]
         return ImageHeader(str(path), shape, spatial, affine, dtype,
                            _spacing_from_affine(affine, len(spatial)), _axcodes(affine), qcode, scode)

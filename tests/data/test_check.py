@@ -309,8 +309,8 @@ def _field(name, value, index=None):
     ((24, 24), None, "expected a 3D image, got 2D shape (24, 24)"),  # a t1 is a volume, not a B-scan
     ((13824,), None, "expected a 3D image, got 1D shape (13824,)"),
     ((8, 8, 8), _field("quatern_c", 1e30), "cannot read the NIfTI header"),  # a qform that cannot be computed
-    ((8, 8, 8), _field("quatern_b", np.nan), "hold NaN or Inf values"),
-    ((8, 8, 8), _field("pixdim", np.nan, 3), "hold NaN or Inf values"),
+    ((8, 8, 8), _field("quatern_b", np.nan), "NaN or Inf values (pixdim"),
+    ((8, 8, 8), _field("pixdim", np.nan, 3), "NaN or Inf values (pixdim"),
     ((8, 8, 8), lambda h: h.set_slope_inter(3.4e38, 0.0), "Inf voxels"),  # finite in float64, Inf in the loaders' float32
 ])
 def test_headers_the_loaders_refuse_are_flagged(tmp_path, shape, edit, problem):
