@@ -235,7 +235,8 @@ def _add_infer(sub):
                         "(default: the run's dataset)")
     p.add_argument("--split", default="test", help="training | validation | test | all (default: test)")
     p.add_argument("--out", default=None, help="output folder (default: <run>/predictions)")
-    p.add_argument("--checkpoint", default="best", help="best | last (when given a run directory)")
+    p.add_argument("--checkpoint", default="best",
+                   help="a checkpoint of the run: best, last, last.prev or step<N> (an unknown name is an error)")
     p.add_argument("--overwrite", action="store_true", help="replace existing prediction files")
     p.add_argument("--device", default="auto")
     p.add_argument("--units", choices=("physical", "normalised"), default=None,
@@ -329,7 +330,7 @@ def _add_export(sub):
                         "torchscript / onnx: every exportable network (default: torchscript)")
     p.add_argument("--network", default=None, help="torchscript / onnx: only this one (default: every exportable one)")
     p.add_argument("--out", default=None, help="output folder (default: <run>/export, a bundle <run>/export/bundle)")
-    p.add_argument("--checkpoint", default="best", help="best | last")
+    p.add_argument("--checkpoint", default="best", help="a checkpoint of the run: best, last, last.prev or step<N>")
     p.add_argument("--overwrite", action="store_true", help="replace files (a bundle) a previous export wrote there")
     p.add_argument("--dataset", default=None, help="bundle: verify on a case of this dataset instead of the run's")
     p.add_argument("--no-verify", dest="verify", action="store_false",

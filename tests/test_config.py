@@ -1,3 +1,4 @@
+import re
 from dataclasses import dataclass, field
 
 import pytest
@@ -59,3 +60,39 @@ def test_apply_overrides_creates_nested():
 def test_validation_hook():
     with pytest.raises(ConfigError, match="batch_size"):
         load_config(Outer, None, ["train.batch_size=0"])
+
+
+@dataclass
+class Rates:
+    lr: float = 2e-4
+    lr_d: float = 1e-4
+    encoder_lr: float = 5e-5
+    lr_decay: float = 0.1
+    lr_decay_fraction: float = 0.5
+
+
+@dataclass
+class RatesConfig(PipelineConfig):
+    model: Rates = field(default_factory=Rates)
+
+
+@pytest.mark.parametrize("override", ["model.lr=.nan", "model.lr=.inf", "model.lr=0", "model.lr=-1e-4",
+                                      "model.lr_d=.nan", "model.encoder_lr=0", "model.lr_decay=.nan"])
+def test_bad_learning_rate_is_a_config_error_naming_the_field(override):
+    field_name = override.split("=")[0]
+    with pytest.raises(ConfigError, match=re.escape(f"'{field_name}'")):
+        load_config(RatesConfig, None, [override])
+
+
+def test_lr_schedule_fields_may_be_zero():
+    cfg = load_config(RatesConfig, None, ["model.lr_decay_fraction=0", "model.lr_decay=0"])
+    assert cfg.model.lr_decay_fraction == 0 and cfg.model.lr == 2e-4
+
+
+def test_every_pipeline_refuses_a_nan_learning_rate():
+    from medgen.registry import PIPELINES
+
+    for name in PIPELINES.names():
+        cls = PIPELINES.get(name).config_class
+        with pytest.raises(ConfigError, match=r"'model\.lr'"):
+            load_config(cls, None, ["model.lr=.nan"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -139,10 +140,36 @@ def from_dict(cls, data: dict | None, prefix: str = ""):
         obj = cls(**kwargs)
     except TypeError as exc:  # a required field without default was not given
         raise ConfigError(f"'{prefix or cls.__name__}': {exc}") from None
+    _check_learning_rates(obj, prefix)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate()
     return obj
+
+
+# A learning rate is named `lr`, `<network>_lr` (encoder_lr) or `lr_<network letter>` (lr_d); `lr_decay`,
+# `lr_decay_every`, `lr_decay_fraction` are schedule settings, checked for finiteness only.
+_LEARNING_RATE = re.compile(r"(?:\w+_)?lr(?:_[a-z])?")
+
+
+def _check_learning_rates(obj, prefix: str) -> None:
+    """Every number in an `lr` field must be finite and every learning rate > 0.
+
+    Checked here, once for all pipelines, so a bad value is a ConfigError naming the field before any
+    training starts: torch's optimisers reject NaN only at construction (a bare ValueError without the
+    field's name), and accept +inf, a negative or a zero rate, which then train nothing or diverge.
+    """
+    for f in dataclasses.fields(obj):
+        if "lr" not in f.name.split("_"):
+            continue
+        value = getattr(obj, f.name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        where = _join(prefix, f.name)
+        if not math.isfinite(value):
+            raise ConfigError(f"'{where}' must be a finite number, got {value!r}")
+        if _LEARNING_RATE.fullmatch(f.name) and value <= 0:
+            raise ConfigError(f"'{where}' is a learning rate and must be > 0, got {value!r}")
 
 
 def to_dict(obj) -> Any:

@@ -15,6 +15,7 @@ a source that hands out a split's cases one at a time or all at once.
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -234,6 +235,11 @@ def load_image_case(entry: dict, split: str, keys: Sequence[CaseKey], source: Pa
         present = ", ".join(k for k in entry if k != "id") or "none"
         raise DataError(source, f"case '{cid}' ({split}) has no key(s) {missing}; keys present: {present}")
     chosen = [k for k in keys if k.name in entry]
+    for k in chosen:  # one file per key: a list (or a number) is a dataset.json mistake, not an unreadable file
+        value = entry[k.name]
+        if not isinstance(value, (str, os.PathLike)):
+            what = f"a list of {len(value)}" if isinstance(value, list) else f"{type(value).__name__} {value!r:.80}"
+            raise DataError(source, f"case '{cid}' ({split}) key {k.name!r}: expected one file path, got {what}")
     headers = {k.name: load_header(entry[k.name]) for k in chosen}
     for k in chosen:
         h = headers[k.name]

@@ -7,10 +7,15 @@ are binary; tabular keys load as numeric matrices without NaN. Unlike `load_data
 the first error, this collects all problems so a user fixes a dataset in one pass, and whatever the
 input (a json list, wrong types, unreadable or odd-shaped files) it reports problems rather than raising.
 
-Dimensions: a 3D dataset holds one 3D volume per key, so a 4D file (time frames or channels) is a
-problem. A 2D dataset (OCT B-scans: `"spatial_dims": 2`, or a case holding a 2D file) is read the way
-the oct_anogan pipeline reads it, with `medgen.data.io.load_bscan`: (H, W), (H, W, C) channel-last and
-(C, H, W) channel-first with C in 1 / 3 / 4 are all fine, and a case's files are compared by (H, W).
+Voxels are read by the pipelines' loader (`medgen.data.io.load_image`), so a file it refuses, or whose
+values it gets as Inf, is a problem here too; an image with no voxel above 0 is one (the MR / PET
+normalisations need a foreground). Without `keys`, an image key most cases have is expected in all.
+
+Dimensions: a 3D dataset holds one 3D volume per key, so a 1D / 2D file, or a 4D one (time frames or
+channels), is a problem. A 2D dataset (OCT B-scans: `"spatial_dims": 2`, or a case holding a 2D file whose
+keys name no volume such as t1 or ct) is read the way the oct_anogan pipeline reads it, with
+`medgen.data.io.load_bscan`: (H, W), (H, W, C) channel-last and (C, H, W) channel-first with C in 1 / 3 / 4
+are all fine, and a case's files are compared by (H, W).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import numpy as np
 
 from medgen.errors import DataError
 
+# Keys that name a 3D modality (medgen.data.keynames): never read as 2D B-scans.
+VOLUME_KEYS = {"t1", "t1c", "t2", "flair", "pd", "ct", "mr", "pet", "low_dose", "full_dose"}
 _BINARY_NAMES = ("mask", "brain_mask", "head_mask", "lesion", "lesion_mask")
 SPLITS = ("training", "validation", "test")
 
@@ -112,16 +119,10 @@ def _fmt(v: Any) -> str:
 
 
 def _read_voxels(path: Path) -> np.ndarray:
-    from medgen.data.io import NIFTI_SUFFIXES, image_suffix, is_dicom, load_array
+    """The voxels as the pipelines get them: through `load_image` (float32, NIfTI scaling applied), so a value
+    that overflows float32 (scl_slope) is counted as Inf here too, and a file it refuses is a problem here."""
+    from medgen.data.io import load_array
 
-    if not is_dicom(path) and image_suffix(path) in NIFTI_SUFFIXES:
-        import nibabel as nib
-
-        try:
-            return np.asanyarray(nib.load(str(path)).dataobj)
-        except Exception as err:
-            raise DataError(path, f"cannot read the image data, the file may be truncated or corrupt "
-                                  f"({type(err).__name__}: {err})") from err
     return load_array(path, allow_nonfinite=True)[0]
 
 
@@ -168,10 +169,6 @@ def _check_image(report: CheckReport, row: dict, case: str, key: str, kind: str,
         report.add(case, key, path, f"4D image, shape {h.shape}: {n} volumes (time frames or channels) in one file, "
                                     "but a key holds one 3D volume; split it into one file per volume")
     a = _read_voxels(path)
-    if a.dtype.kind not in "biuf":
-        report.add(case, key, path, f"voxel type {a.dtype} is not a plain number (e.g. RGB or complex NIfTI); "
-                                    "store scalar voxels")
-        return False
     finite = np.isfinite(a) if a.dtype.kind == "f" else None
     n_bad = 0 if finite is None else int(a.size - finite.sum())
     vals = a if finite is None or n_bad == 0 else a[finite]
@@ -182,6 +179,11 @@ def _check_image(report: CheckReport, row: dict, case: str, key: str, kind: str,
         flat = np.asarray(vals, dtype=np.float32).reshape(-1)
         p1, p99 = np.percentile(flat, [1, 99])
         row.update(min=float(flat.min()), max=float(flat.max()), p1=float(p1), p99=float(p99))
+    if kind == "image" and vals.size and not bool((vals > 0).any()):
+        # MR and PET are normalised over their foreground (voxels > 0): a blank export (all zero) or a sign
+        # flipped by its header's scl_slope leaves nothing to normalise, and the pipelines refuse the case.
+        report.add(case, key, path, f"no voxel above 0 (max {float(np.max(vals)):.4g}): a blank image, nothing "
+                                    "to normalise or learn from")
     if dims == 2 and not n_bad:
         try:  # what the pipeline will do with the file: channel layout, colour, ...
             load_bscan(path)
@@ -205,20 +207,25 @@ def _check_image(report: CheckReport, row: dict, case: str, key: str, kind: str,
     return True
 
 
-def _check_table(report: CheckReport, row: dict, case: str, key: str, path: Path) -> None:
+def _check_table(report: CheckReport, row: dict, case: str, key: str, path: Path):
+    """The matrix (samples x features) as loaded, or None when it cannot be used."""
     from medgen.data.tabular import load_matrix
 
     try:
         df = load_matrix(path)
     except DataError as err:
         report.add(case, key, path, err.problem)
-        return
+        return None
     x = df.to_numpy()
     if x.size == 0:
         report.add(case, key, path, f"empty table, shape {tuple(df.shape)}")
-        return
+        return None
     row.update(shape=tuple(df.shape), dtype=str(x.dtype), min=float(x.min()), max=float(x.max()),
                p1=float(np.percentile(x, 1)), p99=float(np.percentile(x, 99)), nonfinite=0)
+    if x.shape[0] > 1 and not (np.ptp(x, axis=0) > 0).any():
+        report.add(case, key, path, f"no feature varies across the {x.shape[0]} samples (a constant matrix, every "
+                                    f"value {float(x.flat[0]):.4g}): there is nothing to learn")
+    return df
 
 
 def _resolve(value: str, root: Path) -> Path:
@@ -302,6 +309,11 @@ def check_dataset(dataset_dir: str | os.PathLike, keys: Iterable[str] | str | No
         tables = None
     if not any(cases.values()) and not tables:
         report.add("-", "-", json_path, f"no cases in the splits {', '.join(splits)}")
+    _check_declared_kinds(report, cases, declared, json_path)
+    if wanted is None:
+        optional = data.get("optional_keys")
+        optional = {str(k) for k in optional} if isinstance(optional, list) else set()
+        _check_missing_image_keys(report, cases, declared, json_path, optional)
     seen_keys: dict[str, None] = {}
     for split, items in cases.items():
         for case in items:
@@ -323,9 +335,71 @@ def check_dataset(dataset_dir: str | os.PathLike, keys: Iterable[str] | str | No
             _check_case(report, split, case, check_keys, declared, root, json_path, normal, label_values,
                         expect_dims, pairs, affine_tol)
     report.keys = list(seen_keys)
+    matrices = {}
     for name, rel in (tables or {}).items():  # tabular datasets list their files under "tables"
-        _check_table_entry(report, str(name), rel, root)
+        frame = _check_table_entry(report, str(name), rel, root)
+        if frame is not None:
+            matrices[str(name)] = frame
+    _check_sample_ids(report, cases, matrices, json_path)
     return report
+
+
+def _check_declared_kinds(report: CheckReport, cases: dict, declared: dict, json_path: Path) -> None:
+    """A key declared with a non-file kind is passed to the pipelines as a plain value: when its values are
+    file names, the kind is a mistake (a typo of image / label) and the pipelines will not find the files."""
+    from medgen.data.datalist import FILE_KINDS, _is_path_value
+
+    for key, kind in declared.items():
+        if kind in FILE_KINDS:
+            continue
+        looks = [c[key] for items in cases.values() for c in items if key in c and _is_path_value(key, c[key], {})]
+        if looks:
+            report.add("-", key, json_path, f"'keys' declares '{key}' as kind {kind!r}, not a file kind "
+                                            f"({', '.join(FILE_KINDS)}), yet {len(looks)} case(s) give it a file "
+                                            f"such as {str(looks[0])[:80]!r}: the pipelines would read it as a "
+                                            "plain value, not as a file")
+
+
+def _check_missing_image_keys(report: CheckReport, cases: dict, declared: dict, json_path: Path,
+                              optional: set) -> None:
+    """An image key that more than half of the cases have is expected in every case: a case without it is
+    refused by any pipeline that reads the key (label keys may be partial: unlabelled cases are common).
+    Keys the json lists under "optional_keys" (make-dataset --missing keep writes them) may be missing."""
+    from medgen.data.datalist import _is_path_value, guess_kind
+
+    every = [c for items in cases.values() for c in items]
+    counts: dict[str, int] = {}
+    for c in every:
+        for k, v in c.items():
+            if _is_path_value(k, v, declared) and declared.get(k, guess_kind(k)) == "image":
+                counts[k] = counts.get(k, 0) + 1
+    for key, n in counts.items():
+        if n * 2 <= len(every) or n == len(every) or key in optional:
+            continue
+        for split, items in cases.items():
+            for c in items:
+                if key not in c:
+                    present = ", ".join(x for x in c if x != "id") or "none"
+                    report.add(c["id"], key, json_path, f"case '{c['id']}' ({split}) has no key '{key}', which "
+                                                        f"{n} of the {len(every)} cases have; keys present: {present}")
+
+
+def _check_sample_ids(report: CheckReport, cases: dict, matrices: dict, json_path: Path) -> None:
+    """The ids a split lists for a matrix dataset (cases with no file of their own) must be rows of its
+    matrix (tables.expression, as expression_vae requires: medgen.data.table_source), or else of at least one
+    of its tables."""
+    from medgen.data.table_source import DEFAULT_MATRIX_KEY
+
+    if not matrices:
+        return
+    named = {DEFAULT_MATRIX_KEY: matrices[DEFAULT_MATRIX_KEY]} if DEFAULT_MATRIX_KEY in matrices else matrices
+    rows = set().union(*(map(str, frame.index) for frame in named.values()))
+    where = " or ".join(f"tables.{name}" for name in named)
+    for split, items in cases.items():
+        missing = [c["id"] for c in items if set(c) == {"id"} and c["id"] not in rows]
+        if missing:
+            report.add(missing[0], "id", json_path, f"{len(missing)} '{split}' sample id(s) are not rows of {where}, "
+                                                    f"e.g. {', '.join(missing[:3])}")
 
 
 def _is_normal(label: Any) -> bool:
@@ -340,6 +414,7 @@ def _check_case(report, split, case, check_keys, declared, root, json_path, norm
     """Every file of one case, then the pair checks on the case's grid (2D or 3D)."""
     from medgen.data.datalist import guess_kind
     from medgen.data.io import load_header
+    from medgen.data.keynames import key_for_name
 
     cid = case["id"]
     entries = []  # (key, kind, path, row, header)
@@ -378,8 +453,12 @@ def _check_case(report, split, case, check_keys, declared, root, json_path, norm
                         entries.append((key, kind, path, row, h, isinstance(value, list)))
             row["status"] = "ok" if len(report.problems) == n_before else "PROBLEM"
     dims = expect_dims
-    if dims is None and entries and any(e[4].spatial_dims == 2 for e in entries) and all(_is_bscan(e[4]) for e in entries):
-        dims = 2  # a case holding a 2D file whose other files are B-scan layouts: read as oct_anogan does
+    if dims is None:
+        # a case holding a 2D file whose other files are B-scan layouts is read as oct_anogan does, unless a key
+        # names a volume (t1, ct, pet ...: the 3D pipelines read those); anything else is read as 3D volumes
+        bscans = (entries and any(e[4].spatial_dims == 2 for e in entries) and all(_is_bscan(e[4]) for e in entries)
+                  and not any(key_for_name(e[0]) in VOLUME_KEYS for e in entries))
+        dims = 2 if bscans else 3
     headers: dict[str, Any] = {}
     for key, kind, path, row, h, listed in entries:
         n_before = len(report.problems)
@@ -405,10 +484,12 @@ def _guard(report: CheckReport, cid: str, key: str, path: Path, check) -> bool:
     return False
 
 
-def _check_table_entry(report: CheckReport, name: str, rel: Any, root: Path) -> None:
+def _check_table_entry(report: CheckReport, name: str, rel: Any, root: Path):
+    """Check one of the json's "tables"; -> the matrix when it loaded as one (label tables: None)."""
     row = {"split": "-", "case": "tables", "key": name, "kind": "tabular", "path": rel}
     report.rows.append(row)
     n_before = len(report.problems)
+    frame = None
     if not isinstance(rel, str):
         report.add("tables", name, "-", f"expected a path, got {rel!r:.80}")
     else:
@@ -424,8 +505,11 @@ def _check_table_entry(report: CheckReport, name: str, rel: Any, root: Path) -> 
 
             _guard(report, "tables", name, path, lambda: read_table(path))
         elif path is not None:
-            _guard(report, "tables", name, path, lambda: _check_table(report, row, "tables", name, path))
+            got = []
+            _guard(report, "tables", name, path, lambda: got.append(_check_table(report, row, "tables", name, path)))
+            frame = got[0] if got else None
     row["status"] = "ok" if len(report.problems) == n_before else "PROBLEM"
+    return frame
 
 
 def _check_pairs(report: CheckReport, cid: str, headers: dict, pairs, tol: float, dims: int | None) -> None:

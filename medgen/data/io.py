@@ -113,8 +113,17 @@ def load_header(path: str | os.PathLike) -> ImageHeader:
             affine = np.asarray(img.affine, dtype=np.float64)
             dtype = str(img.get_data_dtype())
             qcode, scode = int(img.header["qform_code"]), int(img.header["sform_code"])
+            # Both orientation matrices, not only the one `affine` comes from: predictions are written with
+            # the source's header (medgen.data.writer), qform and sform, so a file whose unused qform cannot
+            # be computed (quaternion out of range) or holds NaN / Inf is refused here, before any work.
+            forms = {"qform": img.get_qform(coded=False), "sform": img.get_sform(coded=False), "affine": affine}
         except Exception as err:
             raise DataError(path, f"cannot read the NIfTI header ({type(err).__name__}: {err})") from err
+        bad = [name for name, m in forms.items() if not np.isfinite(np.asarray(m, dtype=np.float64)).all()]
+        if bad:
+            raise DataError(path, f"the header's {' and '.join(bad)} {'hold' if len(bad) > 1 else 'holds'} NaN or "
+                                  "Inf values (pixdim, quatern_*, qoffset_* or srow_* fields): the image has no "
+                                  "usable voxel-to-world geometry")
         spatial = shape[: min(len(shape), 3)]
         return ImageHeader(str(path), shape, spatial, affine, dtype,
                            _spacing_from_affine(affine, len(spatial)), _axcodes(affine), qcode, scode)
@@ -201,6 +210,14 @@ def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return arr, _itk_affine(img.GetDirection(), img.GetSpacing(), img.GetOrigin())
 
 
+def _plain_number(dtype: str) -> bool:
+    """A NIfTI header's voxel type (as `load_header` gives it) is a bool, integer or float."""
+    try:
+        return np.dtype(dtype).kind in "biuf"
+    except TypeError:  # a structured type such as RGB: '[('R', 'u1'), ...]'
+        return False
+
+
 def _wrong_dims(path, expect_dims: int, spatial_shape) -> DataError:
     return DataError(path, f"expected a {expect_dims}D image, got {len(spatial_shape)}D shape "
                            f"{tuple(int(s) for s in spatial_shape)}")
@@ -234,6 +251,10 @@ def load_image(
 
     if suffix in NIFTI_SUFFIXES:
         from monai.transforms import LoadImage
+
+        if not _plain_number(header.dtype):  # MONAI would fail on RGB, and keep only the real part of complex
+            raise DataError(path, f"voxel type {header.dtype} is not a plain number (e.g. RGB or complex NIfTI); "
+                                  "store scalar voxels")
 
         # NIfTI keeps time in dim 4 and vector components in dim 5 (NIfTI-1 header, dim[]): MONAI turns
         # the one trailing axis into channels, and would leave any further axis as an extra "spatial" one.

@@ -114,7 +114,7 @@ def make_dataset(
         echo(f"note: {note}")
 
     cases, subjects, values, fixed = _assemble(scan, src)
-    _echo_and_resolve_missing(scan, cases, kinds, missing, echo)
+    kept_without = _echo_and_resolve_missing(scan, cases, kinds, missing, echo)
     for cid in subjects:
         if group:
             subjects[cid] = _group_of(cid, group)
@@ -135,6 +135,7 @@ def make_dataset(
         "layout": layout,
         **({"spatial_dims": dims} if dims else {}),
         **{k: v for k, v in scan.metadata.items() if k in ("label_values", "labels")},
+        **({"optional_keys": kept_without} if kept_without else {}),  # check-data: these may be missing
         "split": {"fractions": list(fractions), "seed": seed, "grouped_by": "subject",
                   **({"stratified_by": strat_desc} if strat_desc else {})},
     }
@@ -289,7 +290,8 @@ def _short(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _echo_and_resolve_missing(scan: Scan, cases: dict, kinds: dict, missing: str, echo) -> None:
+def _echo_and_resolve_missing(scan: Scan, cases: dict, kinds: dict, missing: str, echo) -> list[str]:
+    """Report the cases lacking a key and apply --missing; -> the keys some kept case lacks (--missing keep)."""
     required = [k for k in kinds if k not in scan.optional]
     lacking = {cid: [k for k in required if k not in c] for cid, c in sorted(cases.items())}
     lacking = {cid: ks for cid, ks in lacking.items() if ks}
@@ -297,7 +299,7 @@ def _echo_and_resolve_missing(scan: Scan, cases: dict, kinds: dict, missing: str
     if not lacking:
         echo(f"cases: {subjects_word}, every one has {', '.join(required)}"
              + (f" ({', '.join(sorted(scan.optional & set(kinds)))} where present)" if scan.optional & set(kinds) else ""))
-        return
+        return []
     lines = [f"{cid}: no {', '.join(ks)}" for cid, ks in lacking.items()]
     if missing == "error":
         raise DataError(None, f"{len(lacking)} of {len(cases)} case(s) lack a key: {_listing(lines, 10)}. "
@@ -314,6 +316,8 @@ def _echo_and_resolve_missing(scan: Scan, cases: dict, kinds: dict, missing: str
             del cases[cid]
         if not cases:
             raise DataError(None, "no case has every key")
+        return []
+    return sorted({k for ks in lacking.values() for k in ks})
 
 
 def _group_of(case: str, regex: str) -> str:

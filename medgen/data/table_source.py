@@ -29,6 +29,7 @@ from medgen.data.tabular import MinMaxScaler
 from medgen.errors import ConfigError, DataError
 
 SPLIT_NAMES = ("training", "validation", "test")
+DEFAULT_MATRIX_KEY = "expression"  # dataset.json "tables" key of the samples x features matrix (data.matrix_key)
 GROUP_RULES = ("", "none", "tcga_patient")  # data.group_by values that are not a label-table column
 PROGRAMS_KEY = "programs"  # dataset.json["tables"] key of a phantom's true programme activities
 
@@ -107,7 +108,7 @@ class MatrixTables:
     splits: dict
 
 
-def read_tables(path: Path, matrix_key: str = "expression", labels_key: str = "labels") -> MatrixTables:
+def read_tables(path: Path, matrix_key: str = DEFAULT_MATRIX_KEY, labels_key: str = "labels") -> MatrixTables:
     """dataset.json's "tables" (each file checked to exist) and split lists, or a bare matrix file."""
     from medgen.data.datalist import normalise_cases, read_dataset_json
     from medgen.data.tabular import TABLE_SUFFIXES
@@ -294,12 +295,7 @@ class TableSource(CaseSource):
         ids = list(self.frame.index)
         groups = self.groups
         if info.splits:
-            known = set(ids)
-            for s, members in info.splits.items():
-                missing = [i for i in members if i not in known]
-                if missing:
-                    raise DataError(info.source, f"{len(missing)} '{s}' sample id(s) are not rows of the matrix, "
-                                                 f"e.g. {', '.join(missing[:3])}")
+            self._check_listed_ids()
             splits = {s: list(info.splits.get(s, [])) for s in SPLIT_NAMES}
             if groups is not None:
                 for a, b in (("training", "test"), ("training", "validation"), ("validation", "test")):
@@ -331,6 +327,16 @@ class TableSource(CaseSource):
         if len(splits["training"]) < 2:
             raise DataError(info.source, f"the training split has {len(splits['training'])} sample(s); need >= 2")
         return splits
+
+    def _check_listed_ids(self) -> None:
+        """Every sample id dataset.json lists in a split is a row of the matrix (DataError naming the first)."""
+        info = self.tables
+        known = set(self.frame.index)
+        for s, members in info.splits.items():
+            missing = [i for i in members if i not in known]
+            if missing:
+                raise DataError(info.source, f"{len(missing)} '{s}' sample id(s) are not rows of the matrix, "
+                                             f"e.g. {', '.join(missing[:3])}")
 
     def _grouped_split(self, ids, fractions, seed: int) -> dict[str, list[str]]:
         """Whole groups per split (`medgen.data.splitting.split_cases`), each split in the matrix's row order."""
@@ -374,6 +380,8 @@ class TableSource(CaseSource):
     def samples(self, split: str) -> list[str]:
         """The sample ids of a split (see the class docstring for which split)."""
         saved = self.preprocessing.splits if self.preprocessing is not None else None
+        if self.tables.splits:  # a listed id that is not a row is an error, whichever split is then used
+            self._check_listed_ids()
         if saved:
             known = set(self.frame.index)
             if all(i in known for ids in saved.values() for i in ids) and saved.get(split) is not None:

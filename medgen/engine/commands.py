@@ -18,7 +18,7 @@ from medgen.engine.logging import progress_bar
 from medgen.engine.rundir import claimed_run_dir
 from medgen.files import write_json_atomic
 from medgen.engine.trainer import Trainer, resolve_device
-from medgen.errors import MedgenError
+from medgen.errors import DataError, MedgenError
 from medgen.registry import PIPELINES
 
 
@@ -142,14 +142,25 @@ def load_trained(run_or_ckpt, checkpoint: str = "best", device: str = "auto", da
     elif path.is_dir():
         run_dir = path
         stage_paths = sorted(path.glob("stage*/checkpoints")) or [path / "checkpoints"]
-        ckpts = []
-        for folder in stage_paths:
-            chosen = folder / f"{checkpoint}.pt"
-            ckpts.append(chosen if chosen.exists() else folder / "last.pt")
+        ckpts = [_named_checkpoint(folder, checkpoint) for folder in stage_paths]
     else:
         raise MedgenError(f"{path}: neither a run directory nor a checkpoint file")
     cls, cfg, stages = load_stages(ckpts, device, dataset, local_rank)
     return cls, cfg, stages, run_dir
+
+
+def _named_checkpoint(folder: Path, name: str) -> Path:
+    """`folder/<name>.pt`. Only `best` falls back (to `last.pt`, for a run stopped before its first validation):
+    any other name that is not there is an error listing the names that are, never another checkpoint."""
+    names = sorted(p.name[:-3] for p in folder.glob("*.pt")) if folder.is_dir() else []
+    plain = name and "/" not in name and "\\" not in name and not name.startswith(".")
+    chosen = folder / f"{name}.pt"
+    if plain and chosen.is_file():
+        return chosen
+    if name == "best" and (folder / "last.pt").is_file():
+        return folder / "last.pt"
+    raise MedgenError(f"{folder}: no checkpoint named {name!r}; this run has: "
+                      f"{', '.join(names) if names else 'no checkpoints'}")
 
 
 def load_stages(ckpts, device: str = "auto", dataset: str | None = None, local_rank: int = 0):
@@ -227,6 +238,12 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
     dist = ddp.init_distributed(device)
     cls, cfg, stages, run_dir = load_trained(run, checkpoint, device, dataset, local_rank=dist.local_rank)
     units = _written_units(stages, units or cfg.infer.units)
+    source = stages[0].data
+    splits = ("training", "validation", "test") if split == "all" else (split,)
+    if not any(source.ids(s) for s in splits):  # exit 0 with nothing predicted would look like success
+        where = getattr(getattr(source, "datalist", None), "source", None) or source.ref.path
+        which = "the training, validation and test splits are" if split == "all" else f"the '{split}' split is"
+        raise DataError(where, f"no cases to predict: {which} empty or missing")
     out = Path(out) if out else Path(run_dir) / "predictions"
     if dist.is_main:
         try:
@@ -237,7 +254,6 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
     manifest = _read_manifest(out, cls.name)
     model = [dict(s.checkpoint or {}, stage=s.stage) for s in stages]
     model_digest = _digest([m.get("sha256") for m in model])
-    source = stages[0].data
     if manifest["cases"] and manifest.get("units", "physical") != units:
         raise MedgenError(f"{out} holds predictions in {manifest.get('units', 'physical')} units; write the "
                           f"{units} ones to another --out")
@@ -246,7 +262,6 @@ def infer(run, dataset=None, split: str = "test", out=None, checkpoint: str = "b
     folder = OutputFolder(out, owned=manifest.get("written", []), overwrite=overwrite)
     mine = {"pipeline": cls.name, "cases": {}}
     part_path = out / (f"manifest.rank{dist.rank}.json" if dist.enabled else "manifest.json")
-    splits = ("training", "validation", "test") if split == "all" else (split,)
     written = skipped = failed = 0
     output_key = stages[0].output_name
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from medgen.data.check import check_dataset, main
+from medgen.errors import DataError
 
 AFF = np.diag([1.0, 1.0, 1.0, 1.0])
 
@@ -229,3 +230,106 @@ def test_summary_is_one_line_per_dataset(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("OK  ") and out[1].startswith(f"PROBLEMS  {bad / 'dataset.json'}: 1 case(s)")
     assert out[1].endswith("1 problem(s):") and "case a, key t2: missing file" in out[2] and len(out) == 3
+
+
+# ----- what the pipelines refuse, check-data reports -------------------------------------------------------------
+
+
+def test_a_blank_image_is_flagged(tmp_path):
+    cases = [_good_case(tmp_path, c) for c in ("a", "b", "c")]
+    _img(tmp_path / "b" / "t1.nii.gz", np.zeros((8, 8, 8), np.float32))  # a blank export
+    _img(tmp_path / "c" / "t2.nii.gz", -np.ones((8, 8, 8), np.float32))  # no foreground: the sign flipped
+    msgs = _messages(check_dataset(_write(tmp_path, cases)))
+    assert [(c, k) for c, k, m in msgs if "no voxel above 0" in m] == [("b", "t1"), ("c", "t2")], msgs
+    assert not any(c == "a" for c, _, _ in msgs)
+
+
+def test_an_image_key_missing_from_a_few_cases_is_flagged(tmp_path):
+    cases = [_good_case(tmp_path, c) for c in "abcde"]
+    del cases[1]["t1"], cases[3]["mask"]  # a label may be partial, an image may not
+    msgs = _messages(check_dataset(_write(tmp_path, cases)))
+    want = "case 'b' (training) has no key 't1', which 4 of the 5 cases have; keys present: t2, mask"
+    assert msgs == [("b", "t1", want)], msgs
+    assert check_dataset(_write(tmp_path, cases, optional_keys=["t1"])).ok  # make-dataset --missing keep
+
+
+def test_a_typo_in_a_file_kind_is_flagged(tmp_path):
+    cases = [_good_case(tmp_path, c) for c in "ab"]
+    data = {"keys": {"t1": "picture", "t2": "image", "mask": "label", "site": "value"},
+            "training": [dict(c, site="A") for c in cases]}
+    (tmp_path / "dataset.json").write_text(json.dumps(data))
+    msgs = _messages(check_dataset(tmp_path))
+    assert len(msgs) == 1 and msgs[0][1] == "t1" and "kind 'picture'" in msgs[0][2], msgs
+    assert "not a file kind (image, label, tabular)" in msgs[0][2]
+
+
+def _expression(root, values=None, ids=None):
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 4)) if values is None else values
+    pd.DataFrame(x, index=[f"S{i}" for i in range(6)], columns=list("abcd")).to_csv(root / "expression.tsv",
+                                                                                    sep="\t")
+    ids = ids or [f"S{i}" for i in range(6)]
+    (root / "dataset.json").write_text(json.dumps({"tables": {"expression": "expression.tsv"},
+                                                   "training": [{"id": i} for i in ids[:4]],
+                                                   "test": [{"id": i} for i in ids[4:]]}))
+    return root
+
+
+def test_expression_sample_ids_and_a_constant_matrix(tmp_path):
+    assert check_dataset(_expression(tmp_path)).ok
+    msgs = _messages(check_dataset(_expression(tmp_path, ids=["S0", "S1", "S2", "S3", "S4", "NOT_A_SAMPLE"])))
+    want = "1 'test' sample id(s) are not rows of tables.expression, e.g. NOT_A_SAMPLE"
+    assert msgs == [("NOT_A_SAMPLE", "id", want)], msgs
+    msgs = _messages(check_dataset(_expression(tmp_path, values=np.ones((6, 4)))))
+    assert len(msgs) == 1 and "a constant matrix" in msgs[0][2], msgs
+
+
+def _nifti_t1(tmp_path, arr, edit=None):
+    """A one-case dataset whose t1 is `arr`, its header edited by edit(header)."""
+    img = nib.Nifti1Image(np.asarray(arr), np.diag([2.0, 2.0, 2.0, 1.0]))
+    if edit:
+        edit(img.header)
+    (tmp_path / "a").mkdir(exist_ok=True)
+    nib.save(img, str(tmp_path / "a" / "t1.nii"))
+    (tmp_path / "dataset.json").write_text(json.dumps({"keys": {"t1": "image"},
+                                                       "test": [{"id": "a", "t1": "a/t1.nii"}]}))
+    return check_dataset(tmp_path)
+
+
+def _field(name, value, index=None):
+    def edit(h):
+        if index is None:
+            h[name] = value
+        else:
+            h[name][index] = value
+    return edit
+
+
+@pytest.mark.parametrize("shape,edit,problem", [
+    ((24, 24), None, "expected a 3D image, got 2D shape (24, 24)"),  # a t1 is a volume, not a B-scan
+    ((13824,), None, "expected a 3D image, got 1D shape (13824,)"),
+    ((8, 8, 8), _field("quatern_c", 1e30), "cannot read the NIfTI header"),  # a qform that cannot be computed
+    ((8, 8, 8), _field("quatern_b", np.nan), "NaN or Inf values (pixdim"),
+    ((8, 8, 8), _field("pixdim", np.nan, 3), "NaN or Inf values (pixdim"),
+    ((8, 8, 8), lambda h: h.set_slope_inter(3.4e38, 0.0), "Inf voxels"),  # finite in float64, Inf in the loaders' float32
+])
+def test_headers_the_loaders_refuse_are_flagged(tmp_path, shape, edit, problem):
+    from medgen.data.cases import check_same_grid
+    from medgen.data.io import load_header, load_image
+
+    arr = np.random.default_rng(0).random(shape).astype(np.float32) + 0.5
+    rep = _nifti_t1(tmp_path, arr, edit)
+    assert any(problem in m for _, _, m in _messages(rep)), rep.format()
+    path = tmp_path / "a" / "t1.nii"
+    with pytest.raises(DataError):  # what the pipelines then do with it: the grid check, then the loader
+        check_same_grid({"t1": load_header(path)}, "a")
+        load_image(path)
+
+
+def test_non_scalar_voxels_are_refused_by_the_loader(tmp_path):
+    from medgen.data.io import load_image
+
+    path = tmp_path / "c.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.complex64), np.eye(4)), str(path))
+    with pytest.raises(DataError, match="voxel type complex64 is not a plain number"):
+        load_image(path)

@@ -289,6 +289,7 @@ def test_missing_keys_and_doubles_are_named(tmp_path, capsys):
     assert rc == 0 and "p3: no t2" in out and len(load_datalist(tmp_path / "b")) == 3
     rc, out = _make(capsys, src, tmp_path / "c", "--missing", "keep")
     assert rc == 0 and len(load_datalist(tmp_path / "c")) == 4
+    assert json.loads((tmp_path / "c" / "dataset.json").read_text())["optional_keys"] == ["t2"]  # check-data: OK
     rc, out = _make(capsys, src, tmp_path / "d", "--keys", "t1")
     assert rc == 0 and "key 't2' not chosen by --keys" in out
     _nii(src / "p0" / "T1w.nii.gz", np.ones((20, 20, 20), np.float32))  # a second t1 for p0

@@ -39,3 +39,16 @@ def test_table_source_cases_and_errors(tmp_path):
     assert other.entries("test")[0]["samples"] != fitted.splits["test"]
     (error,) = list(other.iter("test"))
     assert isinstance(error, CaseError) and "m.tsv" in error.error and "missing" in error.error
+
+
+def test_a_listed_id_that_is_not_a_row_is_an_error_even_with_a_saved_split(tmp_path):
+    cfg = ExpressionDataConfig()
+    ref = _dataset(tmp_path / "a", list("abcde"))
+    fitted = TableSource(ref, cfg).fit_preprocessing()
+    meta = json.loads((tmp_path / "a" / "dataset.json").read_text())
+    meta.update(training=[{"id": f"s{i}"} for i in range(30)], test=[{"id": "s35"}, {"id": "NOT_A_SAMPLE"}])
+    (tmp_path / "a" / "dataset.json").write_text(json.dumps(meta))
+    source = TableSource(ref, cfg, fitted)  # the fitted split's ids are all rows: it would be used as it is
+    with pytest.raises(DataError, match=r"dataset\.json.*1 'test' sample id\(s\) are not rows of the matrix, "
+                                        r"e\.g\. NOT_A_SAMPLE"):
+        source.ids("test")

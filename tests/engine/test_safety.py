@@ -197,6 +197,15 @@ def test_infer_predicts_again_when_the_model_or_an_input_changed(trained, tmp_pa
     assert result["written"] == 1 and result["skipped"] == n - 1
 
 
+def test_an_unknown_checkpoint_name_is_an_error_listing_the_names(trained, tmp_path):
+    run, head = trained
+    for name in ("bset", "../checkpoints/best", ""):
+        with pytest.raises(MedgenError, match=r"no checkpoint named .*this run has: best, last"):
+            infer(run, head.parent, out=tmp_path / "pred", checkpoint=name)
+    assert not (tmp_path / "pred").exists()
+    assert infer(run, head.parent, out=tmp_path / "pred", checkpoint="last")["written"] >= 1
+
+
 def test_infer_never_replaces_a_users_file(trained, tmp_path):
     run, head = trained
     out = tmp_path / "pred"
@@ -252,6 +261,32 @@ def test_one_bad_case_first_does_not_stop_the_others(trained, tmp_path, how, cap
     manifest = json.loads((out / "manifest.json").read_text())
     statuses = [manifest["cases"][c["id"]]["status"] for c in json.loads((data / "dataset.json").read_text())["test"]]
     assert statuses[0] == "failed" and all(s == "ok" for s in statuses[1:])
+
+
+def test_a_list_of_paths_for_one_image_names_the_case_and_key(trained, tmp_path, capsys):
+    _, head = trained
+    data = _copy_dataset(head, tmp_path / "data")
+    meta = json.loads((data / "dataset.json").read_text())
+    case = meta["training"][0]
+    case["t1"] = [case["t1"], case["t1"]]
+    (data / "dataset.json").write_text(json.dumps(meta))
+    assert main(["train", "template_translation", f"data.dataset={data}", "data.patch_size=[16,16,16]", *TOY,
+                 "train.iterations=2", f"output.root={tmp_path / 'runs'}", "output.name=r"]) == 2
+    err = capsys.readouterr().err
+    assert f"case '{case['id']}' (training) key 't1': expected one file path, got a list of 2" in err
+    assert "TypeError" not in err and "dataset.json" in err
+
+
+@pytest.mark.parametrize("text", ["{}", '{"training": [], "test": []}'])
+def test_infer_on_an_empty_split_is_an_error(trained, tmp_path, text, capsys):
+    run, _ = trained
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset.json").write_text(text)
+    assert main(["infer", str(run), str(data), "--out", str(tmp_path / "pred")]) == 2
+    err = capsys.readouterr().err
+    assert "dataset.json" in err and "no cases to predict: the 'test' split is empty or missing" in err
+    assert not (tmp_path / "pred").exists()
 
 
 def test_a_prediction_that_is_not_finite_is_never_marked_ok(trained, tmp_path, monkeypatch):
