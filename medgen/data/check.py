@@ -350,7 +350,7 @@ def _check_declared_kinds(report: CheckReport, cases: dict, declared: dict, json
     from medgen.data.datalist import FILE_KINDS, _is_path_value
 
     for key, kind in declared.items():
-        if kind in FILE_KINDS:
+        if kind in FILE_KINDS or kind == "value":  # "value": a plain value on purpose, even a path (provenance)
             continue
         looks = [c[key] for items in cases.values() for c in items if key in c and _is_path_value(key, c[key], {})]
         if looks:

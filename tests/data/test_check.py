@@ -255,8 +255,8 @@ def test_an_image_key_missing_from_a_few_cases_is_flagged(tmp_path):
 
 def test_a_typo_in_a_file_kind_is_flagged(tmp_path):
     cases = [_good_case(tmp_path, c) for c in "ab"]
-    data = {"keys": {"t1": "picture", "t2": "image", "mask": "label", "site": "value"},
-            "training": [dict(c, site="A") for c in cases]}
+    data = {"keys": {"t1": "picture", "t2": "image", "mask": "label", "site": "value", "source": "value"},
+            "training": [dict(c, site="A", source=c["t2"]) for c in cases]}  # a path declared a value: on purpose
     (tmp_path / "dataset.json").write_text(json.dumps(data))
     msgs = _messages(check_dataset(tmp_path))
     assert len(msgs) == 1 and msgs[0][1] == "t1" and "kind 'picture'" in msgs[0][2], msgs
