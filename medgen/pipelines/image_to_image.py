@@ -18,6 +18,7 @@ shows it.
 
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -51,17 +52,35 @@ def image_keys(sources: dict, target: tuple[str, object], mask_key: str = "", ex
     return keys
 
 
+SPREAD_LIMIT = 3.0  # training references whose own spans differ more than this share no intensity scale
+
+
 def reference_range(cases, key: str, mask_key: str | None) -> float:
-    """The RANGE_PERCENTILES span of the references of `key` inside their masks, pooled over `cases`."""
-    values = []
+    """The RANGE_PERCENTILES span of the references of `key` inside their masks, pooled over `cases`.
+
+    A pooled span is only meaningful when the references share one scale (physical units, or one site's MR).
+    When their own spans differ more than SPREAD_LIMIT times (MR from several sites in arbitrary units), the
+    pooled span is far wider than a small-scale case's own and PSNR / SSIM come out inflated for every method
+    alike; that is warned about, naming the spans (rankings on the same cases stay valid)."""
+    values, spans = [], []
     for c in cases:
         ref = c.references[key][0]
         m = c[mask_key].numpy()[0] > 0 if mask_key and mask_key in c else np.ones(ref.shape, bool)
         values.append(ref[m])
+        if values[-1].size:
+            lo, hi = np.percentile(values[-1], RANGE_PERCENTILES)
+            spans.append(float(hi - lo))
     pooled = np.concatenate(values) if values else np.zeros(0)
     if pooled.size == 0:
         raise DataError(None, f"no reference voxels of '{key}' inside the masks to fix the data range")
     lo, hi = np.percentile(pooled, RANGE_PERCENTILES)
+    positive = [v for v in spans if v > 0]
+    if len(positive) > 1 and max(positive) > SPREAD_LIMIT * min(positive):
+        warnings.warn(f"the training references of '{key}' do not share an intensity scale (their own "
+                      f"{RANGE_PERCENTILES[0]}-{RANGE_PERCENTILES[1]} percentile spans run from {min(positive):.4g} "
+                      f"to {max(positive):.4g}): the dataset's PSNR / SSIM range ({float(hi - lo):.4g}) inflates the "
+                      "scores of small-scale cases for every method alike; compare methods on the same cases, not "
+                      "absolute values (docs/metrics.md, 'Known limit')", UserWarning, stacklevel=2)
     return float(hi - lo) or 1.0
 
 

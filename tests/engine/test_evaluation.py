@@ -111,3 +111,30 @@ def test_summaries_carry_n_an_interval_and_a_small_sample_flag():
     assert bootstrap_ci([5.0]) == (None, None)  # one case has no spread to resample
     many = summarise([{"id": f"c{i}", "x": float(i)} for i in range(40)])["metrics"]["x"]
     assert many["small_sample"] is False
+
+
+class _RefCase:
+    """The two things reference_range reads of a case: its stored reference, and (absent here) a mask."""
+
+    def __init__(self, ref):
+        self.references = {"t2": [ref]}
+
+    def __contains__(self, key):
+        return False
+
+
+def test_references_without_a_shared_scale_are_warned_about():
+    """MR from several sites in arbitrary units: a pooled range would inflate the small-scale cases' PSNR, and
+    medgen says so; references on one scale are not warned about."""
+    import warnings
+
+    from medgen.pipelines.image_to_image import reference_range
+
+    rng = np.random.default_rng(0)
+    one_scale = [_RefCase(rng.uniform(0, 100, (8, 8, 8)).astype(np.float32)) for _ in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert 95 < reference_range(one_scale, "t2", None) < 100
+    mixed = one_scale + [_RefCase(rng.uniform(0, 2000, (8, 8, 8)).astype(np.float32))]
+    with pytest.warns(UserWarning, match="do not share an intensity scale"):
+        assert reference_range(mixed, "t2", None) > 100
