@@ -132,7 +132,7 @@ def _add_preprocess(sub):
 
 
 def _cmd_preprocess(args) -> int:
-    from medgen.data.check import check_dataset
+    from medgen.data.check import main as check_main
     from medgen.data.preprocess import preprocess_dataset
 
     keys = [k.strip() for k in args.mask_keys.split(",") if k.strip()] if args.mask_keys else None
@@ -140,11 +140,7 @@ def _cmd_preprocess(args) -> int:
                               margin=args.margin, brain_mask=args.brain_mask, mask_rule=args.mask_rule,
                               mask_threshold=args.mask_threshold, mask_keys=keys, overwrite=args.overwrite)
     print(f"wrote {path}")
-    if args.no_check:
-        return 0
-    report = check_dataset(path)
-    print(report.summary())
-    return 0 if report.ok else 1
+    return 0 if args.no_check else check_main(path, summary=True)
 
 
 def _add_simulate_pet(sub):

@@ -281,7 +281,7 @@ def simulate_paired_dataset(
 
 def simulate_pet_command(args) -> int:
     """`medgen simulate-pet`: the dataset, one line per split, then check-data's summary (exit 1 on a problem)."""
-    from medgen.data.check import check_dataset
+    from medgen.data.check import main as check_main
 
     mode = args.split_by or ("slabs" if len(args.sources) == 1 else "subject")
     if mode not in SPLIT_MODES:
@@ -314,8 +314,4 @@ def simulate_pet_command(args) -> int:
         print(f"  {split:10s} {len(ids)} case(s): {', '.join(ids) if ids else '-'}")
     if meta.get("split_note"):
         print(f"  note: {meta['split_note']}")
-    if args.no_check:
-        return 0
-    report = check_dataset(path)
-    print(report.summary())
-    return 0 if report.ok else 1
+    return 0 if args.no_check else check_main(path, summary=True)

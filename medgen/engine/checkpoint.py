@@ -103,12 +103,7 @@ def link_checkpoint(source, path, keep_previous: bool = False) -> Path:
     source, path = Path(source), Path(path)
     digest = _digest_path(source).read_text().strip() if _digest_path(source).exists() else \
         _sha256(source.read_bytes())
-    staged = path.with_name(f".{path.name}.link.tmp")
-    staged.unlink(missing_ok=True)
-    try:
-        os.link(source, staged)
-    except OSError:
-        shutil.copy2(source, staged)
+    staged = _stage_link(source, path.with_name(f".{path.name}.link.tmp"))
     _before_replace(path, keep_previous)
     os.replace(staged, path)
     atomic_write(_digest_path(path), digest)
@@ -141,6 +136,17 @@ def _before_replace(path: Path, keep_previous: bool) -> None:
     _digest_path(path).unlink(missing_ok=True)
 
 
+def _stage_link(source: Path, staged: Path) -> Path:
+    """`staged` as a second name of `source` (a hard link; a copy where links are unsupported), ready to be
+    renamed into place."""
+    staged.unlink(missing_ok=True)
+    try:
+        os.link(source, staged)
+    except OSError:
+        shutil.copy2(source, staged)
+    return staged
+
+
 def _remove_stale_temporaries(path: Path) -> None:
     """Temporary files a killed save of `path` left behind (each as large as a checkpoint)."""
     for stale in path.parent.glob(f".{path.name}.*tmp*"):
@@ -149,12 +155,7 @@ def _remove_stale_temporaries(path: Path) -> None:
 
 def _keep_previous(path: Path) -> None:
     prev = previous_path(path)
-    staged = prev.with_name(f".{prev.name}.tmp")
-    staged.unlink(missing_ok=True)
-    try:
-        os.link(path, staged)
-    except OSError:
-        shutil.copy2(path, staged)
+    staged = _stage_link(path, prev.with_name(f".{prev.name}.tmp"))
     _digest_path(prev).unlink(missing_ok=True)  # never pair the old digest with the new previous copy
     os.replace(staged, prev)
     if _digest_path(path).exists():
