@@ -10,7 +10,8 @@ back to source units), `to_source_units`, `derive_mask` and `data_range_rule`.
 How outputs are scored (docs/metrics.md): against the reference file's own values, inside the mask the method
 trains with (the dataset's `data.mask_key`, or one derived as `derive_mask` documents), with ONE data range
 for every case of a dataset (the 0.5th-99.5th percentile span of the training references inside their masks,
-unless the method fixes a physical range), never each case's own. With `data.region_mask_key` (a lesion or
+unless the method fixes a physical range), never each case's own. An `mr` target has no physical unit: it is
+scored in each reference's own [-1, 1] standardisation, with the range 2 (`score_space`). With `data.region_mask_key` (a lesion or
 tumour label map in the dataset) the same metrics are also reported inside that region (`psnr_<key>` ...) and
 in the mask outside it (`psnr_outside_<key>` ...), so a method that gets the brain right and the lesion wrong
 shows it.
@@ -33,6 +34,7 @@ from medgen.pipelines.base import PREVIOUS_KEY, Pipeline
 __all__ = ["ImageToImagePipeline", "ImageDataConfig", "check_patch_size", "image_keys", "reference_range"]
 
 RANGE_PERCENTILES = (0.5, 99.5)  # the data range: this span of the training references inside their masks
+MR_SCORE_RANGE = 2.0  # the data range of an mr target, scored in its own [-1, 1] standardisation
 
 
 def check_patch_size(patch_size, spatial_dims: int = 3) -> None:
@@ -80,7 +82,7 @@ def reference_range(cases, key: str, mask_key: str | None) -> float:
                       f"{RANGE_PERCENTILES[0]}-{RANGE_PERCENTILES[1]} percentile spans run from {min(positive):.4g} "
                       f"to {max(positive):.4g}): the dataset's PSNR / SSIM range ({float(hi - lo):.4g}) inflates the "
                       "scores of small-scale cases for every method alike; compare methods on the same cases, not "
-                      "absolute values (docs/metrics.md, 'Known limit')", UserWarning, stacklevel=2)
+                      "absolute values (docs/metrics.md, 'Fixed data range')", UserWarning, stacklevel=2)
     return float(hi - lo) or 1.0
 
 
@@ -139,9 +141,33 @@ class ImageToImagePipeline(Pipeline):
         return torch.stack([case[k][0] > case[k][0].min() for k in self.source_keys()]).any(0)[None].float()
 
     def data_range_rule(self) -> tuple[float | None, str]:
-        """(a fixed physical data range, or None to take it from the training references; how it is set)."""
+        """(a fixed data range, or None to take it from the training references; how it is set).
+
+        An `mr` target is scored in its own standardised space (`score_space`), where the range is 2."""
+        if self.scored_standardised():
+            return MR_SCORE_RANGE, ("2: the span of [-1, 1] in each reference's own mr standardisation (its "
+                                    "foreground's percentiles of the mr preset mapped to -1 and 1, not clipped)")
         lo, hi = RANGE_PERCENTILES
         return None, f"{lo}th-{hi}th percentile span of the training references inside their masks"
+
+    def scored_standardised(self) -> bool:
+        """Whether outputs are scored in the reference's own standardised space rather than in source units:
+        for a target normalised by the `mr` preset. MR intensities have no physical unit and their scale varies
+        by scanner and site, so one data range in raw units cannot fit a dataset pooled from several sites;
+        each subject's own percentile scaling is the unit the method is taught in (as Ea-GANs scores in
+        [-1, 1])."""
+        preset = next((k.preset for k in self.case_keys() if k.role == "target"), None)
+        return getattr(preset, "name", preset) == "mr"
+
+    def score_space(self, case, values: np.ndarray) -> np.ndarray:
+        """`values` (source units) in the space they are scored in: unchanged, or for an `mr` target the
+        reference's own linear standardisation (x - low) * 2 / (high - low) - 1 with its stored low / high,
+        not clipped, so a lesion brighter than the upper percentile still counts."""
+        if not self.scored_standardised():
+            return values
+        p = case.norm[self.target_key()]
+        lo, hi = float(p["low"]), float(p["high"])
+        return ((np.asarray(values, np.float32) - lo) * (2.0 / (hi - lo)) - 1.0).astype(np.float32)
 
     # ----- data ---------------------------------------------------------------------------------------------
     def prepare_case(self, case):
@@ -282,10 +308,12 @@ class ImageToImagePipeline(Pipeline):
     def data_range(self) -> float:
         """The one PSNR / SSIM data range of this dataset (see `data_range_rule`); fixed from the training
         references once, saved with the model."""
+        fixed, _ = self.data_range_rule()
+        if fixed is not None:  # a rule's fixed range wins over one saved by an older version
+            return fixed
         if self._data_range is None:
-            fixed, _ = self.data_range_rule()
-            self._data_range = fixed if fixed is not None else reference_range(
-                self.data.load("training"), self.target_key(), self.config.data.mask_key or None)
+            self._data_range = reference_range(self.data.load("training"), self.target_key(),
+                                               self.config.data.mask_key or None)
         return self._data_range
 
     def metric_mask(self, case) -> np.ndarray | None:
@@ -305,7 +333,8 @@ class ImageToImagePipeline(Pipeline):
         ref = self.reference(case)
         if ref is None:
             return {}
-        pred = np.asarray(outputs[self.output_name], dtype=np.float32)[0]
+        pred = self.score_space(case, np.asarray(outputs[self.output_name], dtype=np.float32)[0])
+        ref = self.score_space(case, ref)
         mask = self.metric_mask(case)
         out = image_metrics(pred, ref, data_range=self.data_range(), mask=mask)
         key = self.config.data.region_mask_key
@@ -338,7 +367,9 @@ class ImageToImagePipeline(Pipeline):
         key = self.config.data.mask_key
         out = {"region": f"mask '{key}' (given by the dataset, or derived: {self.mask_rule})" if key
                else "the whole volume (data.mask_key is empty)",
-               "data_range": self.data_range(), "data_range_rule": rule, "reference": self.target_key()}
+               "data_range": self.data_range(), "data_range_rule": rule, "reference": self.target_key(),
+               "scored_in": ("each reference's own mr standardisation ([-1, 1] = its foreground percentiles)"
+                             if self.scored_standardised() else "the outputs' source units")}
         region = self.config.data.region_mask_key
         if region:
             out["region_metrics"] = (f"also inside '{region}' (<metric>_{region}) and in the mask outside it "

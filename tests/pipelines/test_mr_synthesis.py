@@ -117,6 +117,33 @@ def test_beats_histogram_matching_on_held_out_phantoms(tmp_path_factory, tmp_pat
     assert model >= base + 2.0, (model, base)
 
 
+# ----- scoring MR, which has no physical unit --------------------------------------------------------------------
+def test_scores_do_not_depend_on_a_sites_intensity_scale(head, tmp_path):
+    """MR from several sites: half the training targets stored at 40 times the others' scale (another scanner's
+    gain). A test case is scored in its own standardisation with the range 2, so its scores are those it gets
+    in the single-site dataset, and a prediction scaled with its reference scores the same as the original."""
+    folder, data = _copy_dataset(head, tmp_path)
+    for case in data["training"][::2] + data["test"][:1]:
+        img = nib.load(folder / case["t2"])
+        scaled = np.asarray(img.dataobj, np.float32) * 40.0
+        nib.save(nib.Nifti1Image(scaled, img.affine), folder / case["t2"])
+    scores = []
+    for dataset in (head.parent, folder):
+        cls, cfg = build_config("mr_synthesis", SMOKE, [f"data.dataset={dataset}", f"output.root={tmp_path}"])
+        pipe = cls(cfg, "cpu")
+        assert pipe.data_range() == 2.0 and "own mr standardisation" in pipe.describe_evaluation()["scored_in"]
+        case = pipe.data.load("test")[0]
+        ref = pipe.reference(case)
+        mask = pipe.metric_mask(case)
+        noise = np.random.default_rng(0).normal(0.0, 0.05, ref.shape).astype(np.float32) * float(ref[mask].std())
+        pred = np.where(mask, ref + noise, ref)[None]  # the same error, in this dataset's scale
+        scores.append(pipe.evaluate_case({pipe.output_name: pred}, case))
+    plain, mixed = scores
+    for metric in ("psnr", "ssim", "mae", "nmse"):
+        assert mixed[metric] == pytest.approx(plain[metric], rel=1e-4), metric
+    assert 20 < plain["psnr"] < 40  # a 5 % error is neither perfect nor hopeless in [-1, 1] with range 2
+
+
 # ----- (c) bad input ------------------------------------------------------------------------------------------
 def _copy_dataset(head: Path, tmp_path: Path) -> tuple[Path, dict]:
     folder = tmp_path / "bad"
