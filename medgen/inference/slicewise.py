@@ -37,12 +37,11 @@ def predict_padded(predictor: Callable, x: torch.Tensor, window: Sequence[int], 
     """`predictor` over the whole of `x` (B, C, *spatial) -> (B, C_out, *spatial) on the CPU (see the module)."""
     device = torch.device(device) if device is not None else x.device
     padded, crop = _centre_pad(x, window, pad_value)
-    if tuple(padded.shape[2:]) == tuple(int(w) for w in window):
-        with torch.no_grad():
-            out = predictor(padded.to(device)).float().cpu()
-        return out[crop]
-    outs = [sliding_window(predictor, padded[i:i + 1], window, overlap=overlap, window_batch=window_batch,
-                           blend=blend, device=device)["output"].float().cpu() for i in range(padded.shape[0])]
+    with torch.no_grad():  # both paths: a network with trainable weights must not build a graph here
+        if tuple(padded.shape[2:]) == tuple(int(w) for w in window):
+            return predictor(padded.to(device)).float().cpu()[crop]
+        outs = [sliding_window(predictor, padded[i:i + 1], window, overlap=overlap, window_batch=window_batch,
+                               blend=blend, device=device)["output"].float().cpu() for i in range(padded.shape[0])]
     return torch.cat(outs)[crop]
 
 

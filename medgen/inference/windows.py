@@ -26,6 +26,7 @@ def _as_dict(out) -> dict:
     return {"output": out}
 
 
+@torch.no_grad()  # prediction only: a network called outside `medgen infer` must not build a graph per window
 def sliding_window(
     predictor: Callable,
     inputs: torch.Tensor,

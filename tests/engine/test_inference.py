@@ -43,6 +43,9 @@ def test_monai_window_pointwise_net_is_exact_and_returns_dicts():
     torch.testing.assert_close(out["a"], whole, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out["b"], 2 * whole, atol=1e-5, rtol=1e-5)
     assert out["a"].device.type == "cpu"
+    # called outside no_grad (a user's script), trainable weights build no graph
+    free = sliding_window(lambda w: {"a": net(w)}, x, (8, 8, 8), overlap=0.25)
+    assert not free["a"].requires_grad
 
 
 def test_volume_smaller_than_window_is_padded_and_cropped_back():

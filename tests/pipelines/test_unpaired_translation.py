@@ -307,6 +307,10 @@ def test_domain_images_and_slicewise_prediction():
     torch.testing.assert_close(out[0], 2.0 * torch.from_numpy(vol))
     big = torch.randn(1, 1, 40, 20)  # larger than the window: MONAI's sliding window, same result for this net
     torch.testing.assert_close(predict_padded(lambda x: 2.0 * x, big, (12, 16)), 2.0 * big)
+    conv = torch.nn.Conv2d(1, 1, 3, padding=1)  # trainable weights, called outside medgen infer's no_grad
+    for image in (big, torch.randn(1, 1, 12, 16)):  # the sliding-window path and the one-window path
+        out = predict_padded(conv, image, (12, 16))
+        assert not out.requires_grad and out.shape == image.shape
 
 
 def test_history_pool():
