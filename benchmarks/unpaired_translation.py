@@ -340,7 +340,7 @@ def real_part(data: Path, steps: int, tmp: Path, figure: Path | None = None) -> 
           + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in prep["shapes"].items()))
     p, hm = train_model(prep["dataset"], tmp / "runs", "real", steps, REAL_SETTINGS)
     features = RandomConvFeatures(seed=0)
-    train_ct = [c for c in p.data.load("training") if c["domain"] == "b"][0]
+    train_ct = next(c for c in p.data.load("training") if c["domain"] == "b")
     train_ct_values, train_ct_mask = train_ct.references["ct"][0], train_ct["mask"].numpy()[0]
     held_ct, held_mask = (np.asarray(nib.load(str(f)).dataobj, np.float32) for f in prep["held_out_ct"])
     real = {"train_ct": axial_slices(train_ct_values, train_ct_mask), "held_out_ct": axial_slices(held_ct, held_mask)}
