@@ -3,7 +3,12 @@ halves: each training subject's source OR its target image; scored on held-out p
 head CTs and MRs of ../shared/data, where only distribution-level scores are possible.
 
     .venv/bin/python benchmarks/unpaired_translation.py [--part ct|paired|lesions|real|all] [--seeds 3 11 23]
-        [--steps 640] [--data ../shared/data] [--out benchmarks/results/unpaired_translation]
+        [--steps 640] [--schedule 2 2] [--train-seed N] [--lesion-identity 0] [--data ../shared/data]
+        [--out benchmarks/results/unpaired_translation]
+
+--steps with --schedule CONSTANT DECAY (epochs; scale them together, or the learning rate reaches 0 early);
+--train-seed N trains every CycleGAN with train.seed N (results_<part>_train<N>.json, no pictures);
+--lesion-identity: the identity-loss weight of the lesions part (the paper's 0.5 suits two MR contrasts).
 
 - ct: T1 MR -> CT in HU, per phantom seed: CycleGAN against histogram matching and the floors (MAE, bone Dice,
   PSNR, histogram distance), means over the held-out pairs.
@@ -128,9 +133,10 @@ def paired_part(seeds, steps: int, tmp: Path) -> dict:
     return out
 
 
-def lesion_part(seed: int, steps: int, tmp: Path) -> dict:
+def lesion_part(seed: int, steps: int, tmp: Path, identity: float = 0.0) -> dict:
     """T2 -> FLAIR; domain A: the T2 of lesioned subjects; domain B: the FLAIR of other subjects, with lesions
-    (control) or without (the failure case); test: held-out lesioned pairs."""
+    (control) or without (the failure case); test: held-out lesioned pairs. `identity`: model.lambda_identity
+    (the paper's 0.5 suits two MR contrasts on one normalised scale; the MR -> CT settings use 0)."""
     from medgen.data.phantoms import write_phantom_dataset
 
     source = write_phantom_dataset("head", tmp / "les_src", n_cases=12, seed=seed, shape=(48, 48, 48)).parent
@@ -152,12 +158,16 @@ def lesion_part(seed: int, steps: int, tmp: Path) -> dict:
         folder.mkdir()
         (folder / "dataset.json").write_text(json.dumps(data))
         rows = train_and_score(folder, tmp / "runs", target, steps,
-                               ["data.key_a=t2", "data.key_b=flair", "data.preset_a=mr", "data.preset_b=mr"])
-        out[target] = {m: {k: float(np.nansum([r[k] for r in rs])) for k in LESION_METRICS} for m, rs in rows.items()}
-        print(f"\nT2 -> FLAIR, {target.replace('_', ' ')} (lesions summed over {len(rows['cyclegan'])} test cases)")
-        print("| method | kept | lost | invented |\n|---|---|---|---|")
+                               ["data.key_a=t2", "data.key_b=flair", "data.preset_a=mr", "data.preset_b=mr",
+                                f"model.lambda_identity={identity:g}"])
+        out[target] = {m: {**{k: float(np.nansum([r[k] for r in rs])) for k in LESION_METRICS},
+                           "lesion_contrast": float(np.nanmean([r["lesion_contrast"] for r in rs]))}
+                       for m, rs in rows.items()}
+        print(f"\nT2 -> FLAIR, {target.replace('_', ' ')} (lesions summed over {len(rows['cyclegan'])} test cases; "
+              "contrast: translated / true, mean over the cases)")
+        print("| method | kept | lost | invented | contrast |\n|---|---|---|---|---|")
         for m, v in out[target].items():
-            print(f"| {m} | " + " | ".join(f"{v[k]:g}" for k in LESION_METRICS) + " |")
+            print(f"| {m} | " + " | ".join(f"{v[k]:g}" for k in LESION_METRICS) + f" | {v['lesion_contrast']:.2f} |")
     return out
 
 
@@ -438,24 +448,41 @@ def main(argv=None) -> int:
     ap.add_argument("--paired-steps", type=int, default=300, help="mr_to_ct steps per auto-context stage")
     ap.add_argument("--seeds", type=int, nargs="+", default=[3, 11, 23])
     ap.add_argument("--steps", type=int, default=640)
+    ap.add_argument("--schedule", type=float, nargs=2, default=None, metavar=("CONSTANT", "DECAY"),
+                    help="epochs of constant then linearly decaying learning rate (default 2 2); scale them with "
+                         "--steps, or the rate reaches 0 early and the rest of the run learns nothing")
+    ap.add_argument("--lesion-identity", type=float, default=0.0,
+                    help="model.lambda_identity of the lesions part (T2 -> FLAIR; the paper's default is 0.5)")
+    ap.add_argument("--train-seed", type=int, default=None,
+                    help="train.seed of every CycleGAN (initialisation, slice stream, pools); the results file "
+                         "gets a _train<N> suffix and no pictures")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data",
                     help="the real public data folder (the real part is skipped when it is absent)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "unpaired_translation")
     args = ap.parse_args(argv)
+    if args.schedule is not None:
+        SETTINGS[:] = [o for o in SETTINGS if not o.startswith(("model.epochs_constant", "model.epochs_decay"))]
+        SETTINGS.extend([f"model.epochs_constant={args.schedule[0]:g}", f"model.epochs_decay={args.schedule[1]:g}"])
+    if args.train_seed is not None:
+        SETTINGS.append(f"train.seed={args.train_seed}")
+    pictures = args.train_seed is None
     results = {"steps": args.steps, "settings": SETTINGS}
     with tempfile.TemporaryDirectory() as tmp:
         if args.part in ("ct", "all"):
-            results["ct"] = ct_part(args.seeds, args.steps, Path(tmp), figure=args.out / "phantom_mr_to_ct.png")
+            results["ct"] = ct_part(args.seeds, args.steps, Path(tmp),
+                                    figure=args.out / "phantom_mr_to_ct.png" if pictures else None)
         if args.part in ("paired", "all"):
             results["paired"] = paired_part(args.seeds, args.paired_steps, Path(tmp))
         if args.part in ("lesions", "all"):
-            results["lesions"] = lesion_part(args.seeds[0], args.steps, Path(tmp))
+            results["lesions"] = lesion_part(args.seeds[0], args.steps, Path(tmp), args.lesion_identity)
+            results["lesion_identity"] = args.lesion_identity
         if args.part in ("real", "all"):
-            results["real"] = real_part(args.data, args.steps, Path(tmp), figure=args.out / "real_mr_to_ct.png")
+            results["real"] = real_part(args.data, args.steps, Path(tmp),
+                                        figure=args.out / "real_mr_to_ct.png" if pictures else None)
     if args.part == "real" and results["real"] is None:
         return 0  # skipped, said why: nothing measured to write
     args.out.mkdir(parents=True, exist_ok=True)
-    name = f"results_{args.part}.json"
+    name = f"results_{args.part}" + (f"_train{args.train_seed}" if args.train_seed is not None else "") + ".json"
     (args.out / name).write_text(json.dumps(results, indent=1))
     print(f"\nwritten: {args.out / name}")
     return 0

@@ -12,7 +12,9 @@ them, lesion by lesion, in the true target's own contrast:
   inside `region`) by at least `min_visibility` standard deviations of that tissue. A lesion the target
   modality does not show (the phantom's white-matter lesions on CT differ by 8 HU) is not counted either way;
 - *kept*: in the translated image the lesion differs from its shell in the same direction and by at least
-  `keep_fraction` of the true contrast; otherwise *lost*;
+  `keep_fraction` of the true contrast; otherwise *lost*. `lesion_contrast` is the graded version: the
+  translated contrast over the true one, averaged over the visible lesions (1 = as in the truth, 0 = erased,
+  below 0 = inverted), so a translation that fades lesions shows it before they cross the kept / lost line;
 - *invented*: a region outside the (dilated) true lesions where the translated image departs from the truth
   in the lesions' direction by more than `keep_fraction` times their median true contrast, at least 3 voxels
   across (it survives one erosion, so the one-voxel seams of a slightly displaced edge are not counted) and at
@@ -30,7 +32,7 @@ __all__ = ["lesion_fidelity"]
 
 def lesion_fidelity(pred, ref, lesions, region=None, ring: int = 2, keep_fraction: float = 0.5,
                     min_visibility: float = 2.0) -> dict[str, float]:
-    """{"lesions_kept", "lesions_lost", "lesions_invented"} of `pred` against the true target `ref` (same grid,
+    """{"lesions_kept", "lesions_lost", "lesions_invented", "lesion_contrast"} of `pred` against the true target `ref` (same grid,
     same units), with `lesions` the true lesion labels (> 0) and `region` where to look (e.g. the brain or head
     mask; everything when None). See the module docstring."""
     from scipy import ndimage
@@ -44,7 +46,7 @@ def lesion_fidelity(pred, ref, lesions, region=None, ring: int = 2, keep_fractio
     full = ndimage.generate_binary_structure(r.ndim, r.ndim)
     labels, _ = ndimage.label(les, structure=full)
     kept = lost = 0
-    contrasts, sizes = [], []
+    contrasts, sizes, ratios = [], [], []
     for k, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
             continue
@@ -63,7 +65,9 @@ def lesion_fidelity(pred, ref, lesions, region=None, ring: int = 2, keep_fractio
             lost += 1
         contrasts.append(c_ref)
         sizes.append(int(lesion.sum()))
-    out = {"lesions_kept": float(kept), "lesions_lost": float(lost), "lesions_invented": float("nan")}
+        ratios.append(c_out / c_ref)
+    out = {"lesions_kept": float(kept), "lesions_lost": float(lost), "lesions_invented": float("nan"),
+           "lesion_contrast": float(np.mean(ratios)) if ratios else float("nan")}
     if contrasts:
         sign = np.sign(np.median(contrasts))
         threshold = keep_fraction * float(np.median(np.abs(contrasts)))

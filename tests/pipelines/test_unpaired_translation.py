@@ -364,18 +364,25 @@ def test_lesion_fidelity_counts_kept_lost_and_invented():
         lesions[tuple(slice(x - 1, x + 2) for x in c)] = 1
     ref[lesions > 0] = 950.0  # bright lesions, as on FLAIR
     perfect = lesion_fidelity(ref, ref, lesions)
-    assert perfect == {"lesions_kept": 3.0, "lesions_lost": 0.0, "lesions_invented": 0.0}
+    assert perfect == {"lesions_kept": 3.0, "lesions_lost": 0.0, "lesions_invented": 0.0, "lesion_contrast": 1.0}
     erased = ref.copy()
     erased[7:10, 7:10, 7:10] = 450.0
     assert lesion_fidelity(erased, ref, lesions)["lesions_lost"] == 1.0
+    faded = np.where(lesions > 0, 450.0 + 0.6 * (ref - 450.0), ref)  # every lesion at 60 %: kept, but fainter
+    scores = lesion_fidelity(faded, ref, lesions)
+    assert scores["lesions_kept"] == 3.0 and scores["lesion_contrast"] == pytest.approx(0.6, abs=0.03)
     added = ref.copy()
     added[24:27, 6:9, 24:27] = 950.0
     assert lesion_fidelity(added, ref, lesions)["lesions_invented"] == 1.0
     shifted = np.roll(ref, 1, axis=0)  # a one-voxel shift: lesions kept, its seams are not new lesions
-    assert lesion_fidelity(shifted, ref, lesions) == perfect
+    moved = lesion_fidelity(shifted, ref, lesions)
+    assert {k: v for k, v in moved.items() if k != "lesion_contrast"} == {
+        k: v for k, v in perfect.items() if k != "lesion_contrast"}
+    assert 0.5 < moved["lesion_contrast"] < 1.0  # a 3-voxel lesion moved by one voxel: a third of it missed
     ct = 30.0 + rng.normal(0, 6, ref.shape)
     ct[lesions > 0] -= 2.0  # a lesion CT does not show is not judged
-    assert lesion_fidelity(ct, ct, lesions)["lesions_kept"] + lesion_fidelity(ct, ct, lesions)["lesions_lost"] == 0
+    unseen = lesion_fidelity(ct, ct, lesions)
+    assert unseen["lesions_kept"] + unseen["lesions_lost"] == 0 and np.isnan(unseen["lesion_contrast"])
 
 
 def test_real_display_scaled_ct_needs_the_window_preset(shared_data, tmp_path):
