@@ -312,16 +312,10 @@ def prepare_real(data: Path, out: Path, spacing: float = 2.0) -> dict:
 def axial_slices(volume: np.ndarray, mask: np.ndarray, size: int = FEATURE_SIZE) -> np.ndarray:
     """(n, size, size) axial slices in [-1, 1] (display levels 0-255 mapped; outside the mask -1, the
     background), those whose mask holds >= MIN_SLICE_AREA of the largest slice's, centred and padded / cropped."""
-    v = np.where(mask > 0, np.clip(np.asarray(volume, np.float32) / 127.5 - 1.0, -1.0, 1.0), -1.0)
-    area = (mask > 0).sum(axis=(0, 1))
-    keep = np.flatnonzero(area >= MIN_SLICE_AREA * area.max())
-    out = np.full((len(keep), size, size), -1.0, np.float32)
-    for i, z in enumerate(keep):
-        s = v[:, :, z]
-        src = [slice(max(0, (n - size) // 2), max(0, (n - size) // 2) + min(n, size)) for n in s.shape]
-        dst = [slice(max(0, (size - n) // 2), max(0, (size - n) // 2) + min(n, size)) for n in s.shape]
-        out[i][tuple(dst)] = s[tuple(src)]
-    return out
+    from medgen.metrics.distribution import region_slices
+
+    v = np.clip(np.asarray(volume, np.float32) / 127.5 - 1.0, -1.0, 1.0)
+    return region_slices(v, mask, axis=2, size=size, min_area=MIN_SLICE_AREA)
 
 
 def set_distances(x: np.ndarray, y: np.ndarray, features) -> dict:
@@ -362,8 +356,9 @@ def real_part(data: Path, steps: int, tmp: Path, figure: Path | None = None) -> 
         for method, v in values.items():
             out = np.asarray(v["output"], np.float32)[0]
             slices.setdefault(method, []).append(axial_slices(out, mask))
+            scores = p.evaluate_case(v, case)  # what medgen evaluate reports: hist_w1 and the per-case kid
             per_case.setdefault(method, []).append(
-                {"id": case.id, "hist_w1": p.evaluate_case(v, case)["hist_w1"],
+                {"id": case.id, "hist_w1": scores["hist_w1"], "kid_per_case": scores.get("kid"),
                  "hist_w1_held_out": wasserstein1(out[mask > 0], held_ct[held_mask > 0])})
         if figure is not None and i == 0:
             save_real_figure(case, values, (train_ct_values, train_ct_mask), (held_ct, held_mask), figure)
@@ -372,22 +367,24 @@ def real_part(data: Path, steps: int, tmp: Path, figure: Path | None = None) -> 
         cases = per_case[method]
         rows[method] = {"hist_w1": float(np.mean([c["hist_w1"] for c in cases])),
                         "hist_w1_held_out": float(np.mean([c["hist_w1_held_out"] for c in cases])),
+                        "kid_per_case": float(np.mean([c["kid_per_case"] for c in cases])),
                         "held_out_ct": set_distances(np.concatenate(parts), real["held_out_ct"], features),
                         "train_ct": set_distances(np.concatenate(parts), real["train_ct"], features),
                         "per_case": cases}
     rows["real_ct_reference"] = {
         "hist_w1": wasserstein1(held_ct[held_mask > 0], p.b_stats()["quantiles"].numpy()),
-        "hist_w1_held_out": None, "held_out_ct": set_distances(real["train_ct"], real["held_out_ct"], features),
-        "train_ct": None}
+        "hist_w1_held_out": None, "kid_per_case": p.case_kid(held_ct[None], held_mask),
+        "held_out_ct": set_distances(real["train_ct"], real["held_out_ct"], features), "train_ct": None}
     print(f"\nreal T1 MR -> head CT (display levels 0-255): {len(per_case['cyclegan'])} held-out MRs "
           f"({', '.join(REAL_MR_TEST)}); domain B trained on {REAL_CT_TRAIN[0]}, {REAL_CT_HELD_OUT[0]} held out")
     print("| method | hist_w1 (train CT) | hist_w1 (held-out CT) | KID held-out | FD held-out | KID train CT "
-          "(in training) | FD train CT | slices |\n|---|---|---|---|---|---|---|---|")
+          "(in training) | FD train CT | slices | per-case KID (medgen evaluate) |\n|---|---|---|---|---|---|---|---|---|")
     for m, r in rows.items():
         t = r["train_ct"] or {"kid": float("nan"), "fd": float("nan")}
         held = "-" if r["hist_w1_held_out"] is None else f"{r['hist_w1_held_out']:.3g}"
         print(f"| {m} | {r['hist_w1']:.3g} | {held} | {r['held_out_ct']['kid']:.3g} | "
-              f"{r['held_out_ct']['fd']:.3g} | {t['kid']:.3g} | {t['fd']:.3g} | {r['held_out_ct']['n_slices']} |")
+              f"{r['held_out_ct']['fd']:.3g} | {t['kid']:.3g} | {t['fd']:.3g} | {r['held_out_ct']['n_slices']} | "
+              f"{r['kid_per_case']:.3g} |")
     return {"train_mr": [c for c in REAL_MR if c not in REAL_MR_TEST], "test_mr": list(REAL_MR_TEST),
             "train_ct": REAL_CT_TRAIN[0], "held_out_ct": REAL_CT_HELD_OUT[0], "shapes": prep["shapes"],
             "settings": REAL_SETTINGS, "features": "RandomConvFeatures(seed=0), axial slices "

@@ -10,7 +10,8 @@ set of real target-domain images, by intensity histogram and by image features.
 - `frechet_distance`: the Frechet distance of Heusel et al. (NeurIPS 2017, FID) between Gaussians fitted to the
   two feature sets; biased upwards for small samples (report n beside it).
 - `RandomConvFeatures`: the features both distances are computed on: a small 2D CNN with fixed random weights
-  (seeded), its layers' channel means concatenated.
+  (seeded), its layers' channel means and standard deviations concatenated; `region_slices` cuts a volume into
+  the 2D slices it is fed (inside a mask, one size for every set compared).
 
 Why not Inception features (FID, the Inception score): the Inception-v3 weights are an ImageNet download (a
 user's offline machine has none), its features describe natural 299 px RGB photographs (Kynkaenniemi et al.,
@@ -97,6 +98,28 @@ def frechet_distance(x, y) -> float:
         covmean = linalg.sqrtm((sx + eps) @ (sy + eps))
     covmean = np.real(covmean)
     return float(np.sum((mx - my) ** 2) + np.trace(sx) + np.trace(sy) - 2.0 * np.trace(covmean))
+
+
+def region_slices(volume, mask, axis: int = 2, size: int | None = None, min_area: float = 0.25,
+                  background: float = -1.0) -> np.ndarray:
+    """(n, size, size) slices of `volume` (3D, already in a fixed scale such as [-1, 1]) across voxel `axis`,
+    outside `mask` set to `background`: the slices whose mask area is at least `min_area` of the largest one's
+    (the edge slices with a sliver of tissue would otherwise dominate a small set), each centred and padded with
+    the background or cropped to size x size (None: the largest in-plane side). Every set compared must use the
+    same size: the features pool over the whole slice, background included."""
+    v, m = np.asarray(volume, np.float32), np.asarray(mask) > 0
+    if v.ndim != 3 or m.shape != v.shape:
+        raise MedgenError(f"region_slices needs a 3D volume and a mask of its shape, got {v.shape} and {m.shape}")
+    v, m = np.moveaxis(np.where(m, v, background), axis, 0), np.moveaxis(m, axis, 0)
+    size = int(size or max(v.shape[1:]))
+    area = m.sum(axis=(1, 2))
+    keep = np.flatnonzero(area >= max(min_area * area.max(), 1))
+    out = np.full((len(keep), size, size), background, np.float32)
+    for i, z in enumerate(keep):
+        src = tuple(slice(max(0, (n - size) // 2), max(0, (n - size) // 2) + min(n, size)) for n in v.shape[1:])
+        dst = tuple(slice(max(0, (size - n) // 2), max(0, (size - n) // 2) + min(n, size)) for n in v.shape[1:])
+        out[i][dst] = v[z][src]
+    return out
 
 
 class RandomConvFeatures(nn.Module):

@@ -19,7 +19,7 @@ from medgen.engine.commands import (
     load_trained,
     train_config,
 )
-from medgen.errors import ConfigError, DataError
+from medgen.errors import ConfigError, DataError, MedgenError
 from medgen.inference.slicewise import predict_padded, predict_slicewise
 from medgen.metrics.distribution import (
     RandomConvFeatures,
@@ -94,7 +94,8 @@ def test_train_resume_infer_evaluate(trained, head):
     ev = evaluate(run / "predictions", head)
     summary = ev["summary"]
     assert summary["metrics"]["mae"]["n"] == len(datalist["test"])
-    assert {"hist_w1", "bone_dice", "psnr", "ssim", "lesions_kept"} <= set(summary["metrics"])
+    assert {"hist_w1", "kid", "bone_dice", "psnr", "ssim", "lesions_kept"} <= set(summary["metrics"])
+    assert ckpt["pipeline_state"]["b_stats"]["features"].shape[1] == 2 * (16 + 32 + 64 + 64)  # KID's reference set
     assert "unpaired_histogram_matching" in summary["baselines"] and summary["verdicts"]
     assert {"identity", "target_mean"} <= set(summary["floors"])
 
@@ -137,7 +138,22 @@ def test_state_is_loaded_onto_the_pipeline_device(trained, head):
     p.load_state_dict(state)
     assert len(p.pools["b"]) == 4 and all(im.device.type == "meta" for pool in p.pools.values() for im in pool.images)
     assert p.pools["a"].query(torch.zeros(6, 1, 24, 24, device="meta")).device.type == "meta"
-    assert p.b_stats()["quantiles"].device.type == "cpu"
+    assert p.b_stats()["quantiles"].device.type == "cpu" and p.b_stats()["features"].device.type == "cpu"
+
+
+def test_per_case_kid_tells_a_real_ct_from_an_mr_read_as_one(trained, head):
+    """The pair-free feature score: a held-out real CT, scored as if it were an output, is closer to the training
+    CTs than the identity floor (the MR read as a CT) and than the best constant, on every test case."""
+    from medgen.engine.commands import load_trained
+
+    run, _ = trained
+    _, _, stages, _ = load_trained(run, device="cpu")
+    p = stages[0]
+    for case in p.data.load("test"):
+        mask = p.metric_mask(case)
+        real = p.case_kid(case.references["ct"][0][None], mask)
+        floors = {name: p.case_kid(v[p.output_name], mask) for name, v in p.floors(case).items()}
+        assert real < floors["identity"] and real < floors["target_mean"], (case.id, real, floors)
 
 
 # ----- (b) beats histogram matching on held-out phantom pairs --------------------------------------------------------
@@ -354,6 +370,21 @@ def test_distribution_distances():
     x = torch.rand(4, 1, 32, 32)
     np.testing.assert_allclose(feats.features(x), RandomConvFeatures(seed=0).features(x))  # same on any machine
     assert feats.features(x).shape == (4, 2 * (16 + 32 + 64 + 64))
+
+
+def test_region_slices_keep_the_large_slices_at_one_size():
+    from medgen.metrics.distribution import region_slices
+
+    vol = np.ones((30, 20, 6), np.float32)
+    mask = np.zeros(vol.shape, bool)
+    mask[5:25, 4:16, :4] = True  # 240 voxels a slice
+    mask[10:12, 8:10, 4] = True  # 4 voxels: under a quarter of the largest slice, left out; slice 5 empty
+    s = region_slices(vol, mask, axis=2, size=24)
+    assert s.shape == (4, 24, 24) and int((s[0] == 1.0).sum()) == 240 and s.min() == -1.0
+    across = region_slices(vol, mask, axis=0)  # other axis, size = the largest in-plane side (20 x 6 -> 20)
+    assert across.shape == (20, 20, 20)
+    with pytest.raises(MedgenError, match="mask of its shape"):
+        region_slices(vol, mask[:-1])
 
 
 def test_lesion_fidelity_counts_kept_lost_and_invented():

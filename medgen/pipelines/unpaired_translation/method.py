@@ -16,7 +16,8 @@ junyanz/pytorch-CycleGAN-and-pix2pix).
 - Evaluation (`evaluate_case`): against a paired reference, MAE / PSNR / SSIM (and bone Dice and region MAE
   for CT) inside the mask, lesions kept / lost / invented (`medgen.metrics.hallucination`) when the case has
   lesion labels; always, the Wasserstein distance between the output's intensities and the training
-  domain-B images' (`medgen.metrics.distribution`), which needs no pair. The model is the last step's
+  domain-B images', and for volumes the KID of its slices against training domain-B slices on fixed random-CNN
+  features (`medgen.metrics.distribution`), which need no pair. The model is the last step's
   (the paper selects none; validation has no pairs to select with).
 """
 
@@ -41,6 +42,7 @@ from medgen.pipelines.unpaired_translation.history_pool import HistoryPool
 from medgen.registry import NETWORKS, PIPELINES
 
 BACKGROUND = -1.0  # every preset maps the background (air, below the window) to -1: the padding value
+FEATURE_SLICES = 256  # training domain-B slices kept (a seeded sample) as the reference set of the per-case KID
 
 
 @PIPELINES.register()
@@ -52,7 +54,7 @@ class UnpairedTranslation(Pipeline):
     key_metric = "mae"  # against held-out pairs; validation has none, so the last step's model is kept
     key_metric_mode = "min"
     baselines = ("unpaired_histogram_matching",)
-    lower_is_better = ("hist_w1", "lesions_lost", "lesions_invented")
+    lower_is_better = ("hist_w1", "kid", "lesions_lost", "lesions_invented")
 
     def __init__(self, config, device="cpu", stage: int = 1, previous: tuple = ()):
         super().__init__(config, device, stage, previous)
@@ -285,8 +287,51 @@ class UnpairedTranslation(Pipeline):
             if d.preset_b == "mr":
                 stats["mr"] = {k: float(np.median([c.norm[d.key_b][k] for c in cases]))
                                for k in ("low", "high", "background")}
+            if d.image_dims == 3:
+                stats.update(self._b_features(cases))
             self._b_stats = stats
         return self._b_stats
+
+    def _b_features(self, cases) -> dict:
+        """The reference set of the per-case KID: random-CNN features (`medgen.metrics.distribution`) of up to
+        FEATURE_SLICES slices (across data.slice_axis, inside the masks, as the networks see them: [-1, 1], outside
+        -1) of the training domain-B images, and the slice size every set is padded to."""
+        from medgen.metrics.distribution import RandomConvFeatures, region_slices
+
+        d = self.config.data
+        size = max(16, max(max(s for a, s in enumerate(c[d.key_b].shape[1:]) if a != d.slice_axis) for c in cases))
+        slices = np.concatenate([region_slices(c[d.key_b].numpy()[0], c[self.mask_name()].numpy()[0], d.slice_axis,
+                                               size) for c in cases])
+        if len(slices) > FEATURE_SLICES:
+            rng = np.random.default_rng(self.config.train.seed)
+            slices = slices[np.sort(rng.choice(len(slices), FEATURE_SLICES, replace=False))]
+        return {"features": torch.from_numpy(RandomConvFeatures(seed=0).features(slices)), "feature_size": size}
+
+    def feature_space(self, values) -> np.ndarray:
+        """Output values (domain B's units) in the [-1, 1] the training domain-B images were normalised to: the
+        preset's window for CT / window presets, the training images' median scale for MR (`score_space`)."""
+        d = self.config.data
+        if d.preset_b == "mr":
+            return self.score_space(values)
+        lo, hi = (float(w) for w in d.window_b)
+        return np.clip((np.asarray(values, np.float32) - lo) * (2.0 / (hi - lo)) - 1.0, -1.0, 1.0)
+
+    def case_kid(self, values, mask) -> float | None:
+        """KID (Binkowski et al. 2018: unbiased MMD^2, cubic kernel) between one output volume's slices and the
+        training domain-B slices, on the same fixed random-CNN features; None for 2D images or fewer than two
+        slices. No pair needed; read it only against the floors and baselines of the same cases."""
+        from medgen.metrics.distribution import RandomConvFeatures, kernel_distance, region_slices
+
+        if self.config.data.image_dims != 3:
+            return None
+        stats = self.b_stats()
+        if "features" not in stats:  # saved by an older version: build it from the training data now
+            stats.update(self._b_features([c for c in self.data.load("training") if c["domain"] == "b"]))
+        slices = region_slices(self.feature_space(values)[0], mask, self.config.data.slice_axis,
+                               int(stats["feature_size"]))
+        if len(slices) < 2:
+            return None
+        return kernel_distance(RandomConvFeatures(seed=0).features(slices), stats["features"].numpy())["kid"]
 
     def output_params(self) -> dict:
         d = self.config.data
@@ -346,6 +391,9 @@ class UnpairedTranslation(Pipeline):
         pred = self.score_space(outputs[self.output_name])[0]
         mask = self.metric_mask(case)
         scores = {"hist_w1": wasserstein1(pred[mask], self.b_stats()["quantiles"].numpy())}
+        kid = self.case_kid(outputs[self.output_name], mask)
+        if kid is not None:
+            scores["kid"] = kid
         ref = self.reference_scores(case)
         if ref is None:
             return scores  # an unpaired test image: the distribution score only
@@ -379,7 +427,11 @@ class UnpairedTranslation(Pipeline):
         return {"region": f"mask '{d.mask_key}' (given, or derived from each image)" if d.mask_key
                 else "each image's foreground (derived)", "scored_in": space, "data_range": self.data_range(),
                 "reference": f"'{d.key_b}' of the same test case (held-out pairs only)",
-                "hist_w1": f"Wasserstein-1 distance to the training domain-B intensities inside their masks ({space})"}
+                "hist_w1": f"Wasserstein-1 distance to the training domain-B intensities inside their masks ({space})",
+                **({"kid": f"kernel inception distance between the output's slices across axis {d.slice_axis} (inside "
+                           f"the mask, [-1, 1], outside -1) and up to {FEATURE_SLICES} training domain-B slices, on fixed "
+                           "random-CNN features (medgen.metrics.distribution, seed 0); compare with the floors and "
+                           "baselines only"} if d.image_dims == 3 else {})}
 
     def preview(self, case, prediction: dict) -> dict:
         d = self.config.data
@@ -401,5 +453,7 @@ class UnpairedTranslation(Pipeline):
                 p.load_state_dict(state["pools"][k], self.device)
         if state.get("b_stats") is not None:  # used through numpy: back on the CPU, wherever the state was mapped
             stats = dict(state["b_stats"])
-            stats["quantiles"] = torch.as_tensor(stats["quantiles"]).detach().cpu()
+            for k in ("quantiles", "features"):
+                if k in stats:
+                    stats[k] = torch.as_tensor(stats[k]).detach().cpu()
             self._b_stats = stats
