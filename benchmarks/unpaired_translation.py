@@ -280,25 +280,22 @@ def prepare_real(data: Path, out: Path, spacing: float = 2.0) -> dict:
     the CTs are stripped to the same region (inside the skull): a skull in B with none in A would reward a
     generator for drawing one. Returns {"dataset": folder, "held_out_ct": (image, mask) paths, "shapes": ...}."""
     out.mkdir(parents=True, exist_ok=True)
-    entries, shapes = {}, {}
-    for cid, rel in REAL_MR.items():
-        mr, affine = load_ras(data / rel, spacing)
-        mask = brain_mask(mr)
+    shapes = {}
+
+    def entry(cid: str, key: str, rel: str, make_mask, stored_levels: bool = False) -> dict:
+        """One image, RAS at `spacing`, zero outside its mask, cropped to it; written with its mask."""
+        image, affine = load_ras(data / rel, spacing, stored_levels=stored_levels)
+        mask = make_mask(image)
         box, affine = crop_to(mask, affine)
-        mr, mask = np.where(mask, mr, 0.0)[box].astype(np.float32), mask[box].astype(np.uint8)
-        entries[cid] = {"id": cid, "mr": write_volume(out / f"{cid}_mr.nii.gz", mr, affine),
-                        "mask": write_volume(out / f"{cid}_mask.nii.gz", mask, affine)}
-        shapes[cid] = list(mr.shape)
-    cts = {}
-    for (cid, rel), make_mask in ((REAL_CT_TRAIN, lambda v: intracranial_mask(v, BONE_LEVEL)),
-                                  (REAL_CT_HELD_OUT, hull_mask)):
-        ct, affine = load_ras(data / rel, spacing, stored_levels=True)
-        mask = make_mask(ct)
-        box, affine = crop_to(mask, affine)
-        ct, mask = np.where(mask, ct, 0.0)[box].astype(np.float32), mask[box].astype(np.uint8)
-        cts[cid] = {"id": cid, "ct": write_volume(out / f"{cid}_ct.nii.gz", ct, affine),
-                    "mask": write_volume(out / f"{cid}_mask.nii.gz", mask, affine)}
-        shapes[cid] = list(ct.shape)
+        image, mask = np.where(mask, image, 0.0)[box].astype(np.float32), mask[box].astype(np.uint8)
+        shapes[cid] = list(image.shape)
+        return {"id": cid, key: write_volume(out / f"{cid}_{key}.nii.gz", image, affine),
+                "mask": write_volume(out / f"{cid}_mask.nii.gz", mask, affine)}
+
+    entries = {cid: entry(cid, "mr", rel, brain_mask) for cid, rel in REAL_MR.items()}
+    cts = {cid: entry(cid, "ct", rel, make_mask, stored_levels=True)
+           for (cid, rel), make_mask in ((REAL_CT_TRAIN, lambda v: intracranial_mask(v, BONE_LEVEL)),
+                                         (REAL_CT_HELD_OUT, hull_mask))}
     dataset = {"name": "unpaired_translation_real", "description": f"benchmark copy: RAS, {spacing:g} mm, "
                "inside the skull", "keys": {"mr": "image", "ct": "image", "mask": "label"},
                "training": [{**entries[c], "domain": "a"} for c in REAL_MR if c not in REAL_MR_TEST]
@@ -378,7 +375,8 @@ def real_part(data: Path, steps: int, tmp: Path, figure: Path | None = None) -> 
     print(f"\nreal T1 MR -> head CT (display levels 0-255): {len(per_case['cyclegan'])} held-out MRs "
           f"({', '.join(REAL_MR_TEST)}); domain B trained on {REAL_CT_TRAIN[0]}, {REAL_CT_HELD_OUT[0]} held out")
     print("| method | hist_w1 (train CT) | hist_w1 (held-out CT) | KID held-out | FD held-out | KID train CT "
-          "(in training) | FD train CT | slices | per-case KID (medgen evaluate) |\n|---|---|---|---|---|---|---|---|---|")
+          "(in training) | FD train CT | slices | per-case KID (medgen evaluate) |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for m, r in rows.items():
         t = r["train_ct"] or {"kid": float("nan"), "fd": float("nan")}
         held = "-" if r["hist_w1_held_out"] is None else f"{r['hist_w1_held_out']:.3g}"
@@ -448,6 +446,10 @@ def main(argv=None) -> int:
     ap.add_argument("--schedule", type=float, nargs=2, default=None, metavar=("CONSTANT", "DECAY"),
                     help="epochs of constant then linearly decaying learning rate (default 2 2); scale them with "
                          "--steps, or the rate reaches 0 early and the rest of the run learns nothing")
+    ap.add_argument("--dims", type=int, choices=(2, 3), default=2,
+                    help="2: 2D networks on slices (default); 3: 3D networks on --patch^3 patches (an epoch is then "
+                         "one pass over the larger domain's volumes: set --schedule for the run's length)")
+    ap.add_argument("--patch", type=int, default=32, help="3D patch side (--dims 3)")
     ap.add_argument("--lesion-identity", type=float, default=0.0,
                     help="model.lambda_identity of the lesions part (T2 -> FLAIR; the paper's default is 0.5)")
     ap.add_argument("--train-seed", type=int, default=None,
@@ -462,7 +464,9 @@ def main(argv=None) -> int:
         SETTINGS.extend([f"model.epochs_constant={args.schedule[0]:g}", f"model.epochs_decay={args.schedule[1]:g}"])
     if args.train_seed is not None:
         SETTINGS.append(f"train.seed={args.train_seed}")
-    pictures = args.train_seed is None
+    if args.dims == 3:
+        SETTINGS.extend(["model.spatial_dims=3", f"data.patch_size=[{args.patch},{args.patch},{args.patch}]"])
+    pictures = args.train_seed is None and args.dims == 2
     results = {"steps": args.steps, "settings": SETTINGS}
     with tempfile.TemporaryDirectory() as tmp:
         if args.part in ("ct", "all"):
@@ -479,7 +483,8 @@ def main(argv=None) -> int:
     if args.part == "real" and results["real"] is None:
         return 0  # skipped, said why: nothing measured to write
     args.out.mkdir(parents=True, exist_ok=True)
-    name = f"results_{args.part}" + (f"_train{args.train_seed}" if args.train_seed is not None else "") + ".json"
+    name = (f"results_{args.part}" + ("_3d" if args.dims == 3 else "")
+            + (f"_train{args.train_seed}" if args.train_seed is not None else "") + ".json")
     (args.out / name).write_text(json.dumps(results, indent=1))
     print(f"\nwritten: {args.out / name}")
     return 0

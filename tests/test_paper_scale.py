@@ -1,7 +1,6 @@
 """benchmarks/paper_scale.py: its dry run goes through every experiment and writes every decision row (so the GPU
 run cannot fail on a typo), the plan fits the time budget, the decision rules give the verdicts the docs state,
 and it refuses to start without CUDA unless told."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,17 +8,14 @@ import sys
 import numpy as np
 import pytest
 
-from tests.child_env import REPO, child_env
+from tests.child_env import REPO, child_env, load_script
 
 SCRIPT = REPO / "benchmarks" / "paper_scale.py"
 
 
 @pytest.fixture(scope="module")
 def ps():
-    spec = importlib.util.spec_from_file_location("paper_scale_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/paper_scale.py", "paper_scale_under_test")
 
 
 def _run(tmp_path, *args):

@@ -1,24 +1,18 @@
 """benchmarks/unpaired_translation.py's real part: it skips with its reason when the real data is absent, and its
 data preparation (masks inside the skull, 2 mm RAS copies, the dataset.json's domains and held-out CT) on a tiny
 synthetic stand-in of the real folder's layout."""
-import importlib.util
 import json
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.child_env import REPO
-
-SCRIPT = REPO / "benchmarks" / "unpaired_translation.py"
+from tests.child_env import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("unpaired_benchmark_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/unpaired_translation.py", "unpaired_benchmark_under_test")
 
 
 def _skull(shape, radius, width: int = 2) -> np.ndarray:

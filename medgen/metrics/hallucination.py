@@ -32,9 +32,9 @@ __all__ = ["lesion_fidelity"]
 
 def lesion_fidelity(pred, ref, lesions, region=None, ring: int = 2, keep_fraction: float = 0.5,
                     min_visibility: float = 2.0) -> dict[str, float]:
-    """{"lesions_kept", "lesions_lost", "lesions_invented", "lesion_contrast"} of `pred` against the true target `ref` (same grid,
-    same units), with `lesions` the true lesion labels (> 0) and `region` where to look (e.g. the brain or head
-    mask; everything when None). See the module docstring."""
+    """{"lesions_kept", "lesions_lost", "lesions_invented", "lesion_contrast"} of `pred` against the true target
+    `ref` (same grid, same units), with `lesions` the true lesion labels (> 0) and `region` where to look (e.g.
+    the brain or head mask; everything when None). See the module docstring."""
     from scipy import ndimage
 
     p, r = np.asarray(pred, np.float64), np.asarray(ref, np.float64)

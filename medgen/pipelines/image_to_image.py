@@ -11,10 +11,10 @@ How outputs are scored (docs/metrics.md): against the reference file's own value
 trains with (the dataset's `data.mask_key`, or one derived as `derive_mask` documents), with ONE data range
 for every case of a dataset (the 0.5th-99.5th percentile span of the training references inside their masks,
 unless the method fixes a physical range), never each case's own. An `mr` target has no physical unit: it is
-scored in each reference's own [-1, 1] standardisation, with the range 2 (`score_space`). With `data.region_mask_key` (a lesion or
-tumour label map in the dataset) the same metrics are also reported inside that region (`psnr_<key>` ...) and
-in the mask outside it (`psnr_outside_<key>` ...), so a method that gets the brain right and the lesion wrong
-shows it.
+scored in each reference's own [-1, 1] standardisation, with the range 2 (`score_space`). With
+`data.region_mask_key` (a lesion or tumour label map in the dataset) the same metrics are also reported inside
+that region (`psnr_<key>` ...) and in the mask outside it (`psnr_outside_<key>` ...), so a method that gets the
+brain right and the lesion wrong shows it.
 """
 
 from __future__ import annotations

@@ -428,10 +428,10 @@ class UnpairedTranslation(Pipeline):
                 else "each image's foreground (derived)", "scored_in": space, "data_range": self.data_range(),
                 "reference": f"'{d.key_b}' of the same test case (held-out pairs only)",
                 "hist_w1": f"Wasserstein-1 distance to the training domain-B intensities inside their masks ({space})",
-                **({"kid": f"kernel inception distance between the output's slices across axis {d.slice_axis} (inside "
-                           f"the mask, [-1, 1], outside -1) and up to {FEATURE_SLICES} training domain-B slices, on fixed "
-                           "random-CNN features (medgen.metrics.distribution, seed 0); compare with the floors and "
-                           "baselines only"} if d.image_dims == 3 else {})}
+                **({"kid": f"kernel inception distance between the output's slices across axis {d.slice_axis} "
+                           f"(inside the mask, [-1, 1], outside -1) and up to {FEATURE_SLICES} training domain-B "
+                           "slices, on fixed random-CNN features (medgen.metrics.distribution, seed 0); compare with "
+                           "the floors and baselines only"} if d.image_dims == 3 else {})}
 
     def preview(self, case, prediction: dict) -> dict:
         d = self.config.data
