@@ -14,6 +14,7 @@ import medgen.pipelines._template  # noqa: F401  (registers template_translation
 from medgen.data.phantoms import write_phantom_dataset
 from medgen.engine.commands import build_config, evaluate, infer, load_trained, train_config
 from medgen.errors import MedgenError
+from tests.datalists import absolute_datalist
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # pipeline -> (smoke config or None, overrides, target key)
@@ -111,12 +112,7 @@ def test_a_case_without_its_target_is_written_on_the_training_targets_scale(name
     """New data has no target to take a scale from: the output is written on the training targets' scale
     (saved with the model), not in the network's [-1, 1]."""
     target_key = PIPELINES[name][2]
-    meta = json.loads((head / "dataset.json").read_text())
-    for split in ("training", "validation", "test"):
-        for case in meta[split]:
-            for k, v in list(case.items()):
-                if isinstance(v, str) and v.endswith(".nii.gz"):
-                    case[k] = str(head / v)
+    meta = absolute_datalist(head)
     for case in meta["test"]:
         del case[target_key]
     (tmp_path / "data").mkdir()

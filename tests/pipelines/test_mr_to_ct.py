@@ -20,6 +20,7 @@ from medgen.pipelines.mr_to_ct.config import patch_sizes
 from medgen.baselines.ct import BulkDensity, IntensityRegression
 from medgen.data.ct import check_ct_units, cormack_to_hu
 from medgen.metrics.ct import ct_metrics
+from tests.datalists import absolute_datalist
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "mr_to_ct_smoke.yaml"
 # Margin fixed before the first run: the trained 2-stage model's mean MAE (HU, head mask, held-out phantom
@@ -183,12 +184,7 @@ def test_ct_units_and_cormack():
 
 
 def _copy_dataset(head, tmp_path, edit):
-    data = json.loads((head / "dataset.json").read_text())
-    for split in ("training", "validation", "test"):
-        for case in data[split]:
-            for k, v in list(case.items()):
-                if isinstance(v, str) and v.endswith(".nii.gz"):
-                    case[k] = str(head / v)
+    data = absolute_datalist(head)
     edit(data, tmp_path)
     (tmp_path / "dataset.json").write_text(json.dumps(data))
     return tmp_path

@@ -12,6 +12,7 @@ from medgen.data.phantoms import write_phantom_dataset
 from medgen.engine.commands import build_config, evaluate, infer, load_trained, train_config
 from medgen.engine.cascade import cascade_predict
 from medgen.errors import ConfigError, DataError, MedgenError
+from tests.datalists import absolute_datalist
 
 TINY = ["data.patch_size=[16,16,16]", "model.ngf=8", "model.ndf=8", "model.d_layers=2", "model.lr=1e-3",
         "train.batch_size=2", "train.progress=off", "infer.overlap=0.25"]
@@ -36,12 +37,7 @@ def run(head, tmp_path_factory):
 
 def _copy_dataset(head, tmp_path, edit):
     """A copy of the phantom dataset.json (same image files) after `edit(meta)`; returns its folder."""
-    meta = json.loads((head / "dataset.json").read_text())
-    for split in ("training", "validation", "test"):
-        for case in meta[split]:
-            for k, v in list(case.items()):
-                if isinstance(v, str) and v.endswith(".nii.gz"):
-                    case[k] = str(head / v)
+    meta = absolute_datalist(head)
     edit(meta)
     (tmp_path / "dataset.json").write_text(json.dumps(meta))
     return tmp_path

@@ -30,6 +30,7 @@ from medgen.metrics.distribution import (
 from medgen.metrics.hallucination import lesion_fidelity
 from medgen.pipelines.unpaired_translation import UnpairedTranslation
 from medgen.pipelines.unpaired_translation.history_pool import HistoryPool
+from tests.datalists import absolute_datalist
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "unpaired_translation_smoke.yaml"
 
@@ -46,12 +47,7 @@ def _config(*overrides):
 
 def _copy_dataset(head, folder, edit=None):
     """head's dataset.json with absolute paths in `folder`, after `edit(data, folder)`."""
-    data = json.loads((head / "dataset.json").read_text())
-    for split in ("training", "validation", "test"):
-        for case in data[split]:
-            for k, v in list(case.items()):
-                if isinstance(v, str) and v.endswith(".nii.gz"):
-                    case[k] = str(head / v)
+    data = absolute_datalist(head)
     folder.mkdir(parents=True, exist_ok=True)
     if edit is not None:
         edit(data, folder)
